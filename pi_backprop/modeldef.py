@@ -1,0 +1,208 @@
+"""Model definitions: named architectures in TOML, validated before anything trains.
+
+A definition names its input shape, its classes, its loss and its layers; a layer's input
+size (``in_features``, ``in_channels``) is taken from the layer before it::
+
+    name = "sensor_mlp"
+    input_shape = [32]
+    classes = ["still", "walking", "tapping", "shaking"]
+    loss = "softmax_cross_entropy"          # or "mse"
+
+    [[layers]]
+    type = "dense"
+    out_features = 64
+    [[layers]]
+    type = "relu"
+
+    [training]                               # optional defaults for `pi-backprop train`
+    optimizer = "adam"
+    lr = 0.001
+    batch_size = 32
+
+Named models are looked up in ``$PI_BACKPROP_MODELS``, the source tree's ``models/``
+and ``<prefix>/share/pi-backprop/models`` (where ``pip install`` puts them).
+"""
+
+import dataclasses
+import json
+import os
+import sys
+import tomllib
+from pathlib import Path
+
+import numpy as np
+
+from .exc import ModelDefinitionError
+from .nn import layers as L
+from .nn.losses import MSELoss, SoftmaxCrossEntropy
+from .nn.sequential import Sequential
+
+LOSSES = {"softmax_cross_entropy": SoftmaxCrossEntropy, "mse": MSELoss}
+TRAINING_KEYS = {"optimizer": str, "lr": float, "batch_size": int, "momentum": float, "weight_decay": float}
+
+# type -> (class, required keys, optional keys); in_* keys are filled from the layer below.
+LAYER_TYPES = {
+    "dense": (L.Dense, ("out_features",), ("in_features",)),
+    "conv2d": (L.Conv2D, ("out_channels", "kernel_size"), ("in_channels", "stride", "padding")),
+    "maxpool2d": (L.MaxPool2D, ("pool_size",), ("stride",)),
+    "flatten": (L.Flatten, (), ()),
+    "relu": (L.ReLU, (), ()),
+    "sigmoid": (L.Sigmoid, (), ()),
+    "tanh": (L.Tanh, (), ()),
+}
+TOP_KEYS = {"name", "description", "input_shape", "classes", "loss", "layers", "training"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelDefinition:
+    """A validated model definition. ``to_dict()`` round-trips through ``from_dict``."""
+
+    name: str
+    input_shape: tuple
+    classes: tuple
+    loss: str
+    layers: tuple          # of dicts: {"type": ..., keyword: value}
+    training: dict = dataclasses.field(default_factory=dict)
+    description: str = ""
+
+    @classmethod
+    def from_dict(cls, data: dict, source: str = "model definition") -> "ModelDefinition":
+        def fail(message):
+            raise ModelDefinitionError(f"{source}: {message}")
+
+        if not isinstance(data, dict):
+            fail("must be a table of keys")
+        unknown = sorted(set(data) - TOP_KEYS)
+        if unknown:
+            fail(f"unknown key {unknown[0]!r}; known keys: {', '.join(sorted(TOP_KEYS))}")
+        for key in ("name", "input_shape", "classes", "layers"):
+            if key not in data:
+                fail(f"missing key {key!r}")
+        shape = data["input_shape"]
+        if (not isinstance(shape, list | tuple) or len(shape) not in (1, 3)
+                or not all(isinstance(d, int) and not isinstance(d, bool) and d > 0 for d in shape)):
+            fail(f"input_shape must be [features] or [channels, height, width] of positive ints, got {shape!r}")
+        classes = data["classes"]
+        if (not isinstance(classes, list | tuple) or len(classes) < 2
+                or not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes)):
+            fail(f"classes must be a list of at least 2 distinct names, got {classes!r}")
+        loss = data.get("loss", "softmax_cross_entropy")
+        if loss not in LOSSES:
+            fail(f"loss {loss!r} is unknown; choose one of {', '.join(LOSSES)}")
+        training = data.get("training", {})
+        if not isinstance(training, dict):
+            fail("[training] must be a table")
+        for key, value in training.items():
+            kind = TRAINING_KEYS.get(key)
+            if kind is None:
+                fail(f"training.{key} is unknown; known keys: {', '.join(TRAINING_KEYS)}")
+            if not isinstance(value, kind) and not (kind is float and isinstance(value, int)) or isinstance(value, bool):
+                fail(f"training.{key} must be a {kind.__name__}, got {value!r}")
+        layer_specs = data["layers"]
+        if not isinstance(layer_specs, list) or not layer_specs:
+            fail("layers must be a non-empty list of [[layers]] tables")
+        layers = []
+        for index, spec in enumerate(layer_specs):
+            if not isinstance(spec, dict) or "type" not in spec:
+                fail(f"layer {index} needs a 'type' ({', '.join(LAYER_TYPES)})")
+            kind = LAYER_TYPES.get(spec["type"])
+            if kind is None:
+                fail(f"layer {index}: unknown type {spec['type']!r}; known types: {', '.join(LAYER_TYPES)}")
+            _, required, optional = kind
+            for key in spec:
+                if key != "type" and key not in required + optional:
+                    fail(f"layer {index} ({spec['type']}): unknown key {key!r}; "
+                         f"known keys: {', '.join(required + optional) or 'none'}")
+            for key in required:
+                if key not in spec:
+                    fail(f"layer {index} ({spec['type']}): missing key {key!r}")
+            layers.append({k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
+        definition = cls(name=str(data["name"]), input_shape=tuple(shape), classes=tuple(classes),
+                         loss=loss, layers=tuple(layers), training=dict(training),
+                         description=str(data.get("description", "")))
+        model = definition.build()  # proves the layers fit together
+        outputs = model.output_shapes[-1]
+        if outputs != (len(classes),):
+            fail(f"the last layer gives outputs of shape {outputs}, but there are {len(classes)} classes")
+        return definition
+
+    def build(self, seed=None, dtype=np.float32) -> Sequential:
+        """A freshly initialised ``Sequential`` for this definition (``model.definition`` is set)."""
+        layers, shape = [], self.input_shape
+        for index, spec in enumerate(self.layers):
+            cls, _, _ = LAYER_TYPES[spec["type"]]
+            kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.items() if k != "type"}
+            try:
+                if spec["type"] == "dense":
+                    kwargs.setdefault("in_features", shape[0] if len(shape) == 1 else int(np.prod(shape)))
+                elif spec["type"] == "conv2d":
+                    kwargs.setdefault("in_channels", shape[0])
+                layer = cls(**kwargs)
+                shape = layer.output_shape(shape)
+            except ModelDefinitionError as error:
+                raise ModelDefinitionError(f"{self.name}: layer {index} ({spec['type']}): {error}") from None
+            layers.append(layer)
+        model = Sequential(layers, seed=seed, dtype=dtype, input_shape=self.input_shape)
+        model.definition = self
+        return model
+
+    def make_loss(self):
+        return LOSSES[self.loss]()
+
+    def to_dict(self) -> dict:
+        data = {"name": self.name, "input_shape": list(self.input_shape), "classes": list(self.classes),
+                "loss": self.loss, "layers": [{k: list(v) if isinstance(v, tuple) else v
+                                               for k, v in spec.items()} for spec in self.layers]}
+        if self.training:
+            data["training"] = dict(self.training)
+        if self.description:
+            data["description"] = self.description
+        return data
+
+    def to_json(self) -> str:
+        """Canonical JSON: equal definitions give equal strings."""
+        return json.dumps(self.to_dict(), sort_keys=True, separators=(",", ":"))
+
+
+def model_search_path() -> list:
+    """Folders searched for ``<name>.toml``, first match wins."""
+    folders = [Path(p) for p in os.environ.get("PI_BACKPROP_MODELS", "").split(os.pathsep) if p]
+    folders.append(Path(__file__).resolve().parent.parent / "models")
+    folders.append(Path(sys.prefix) / "share" / "pi-backprop" / "models")
+    return folders
+
+
+def available_models() -> list:
+    """Names of the models found on the search path, sorted."""
+    return sorted({p.stem for folder in model_search_path() if folder.is_dir() for p in folder.glob("*.toml")})
+
+
+def find_model_file(path_or_name) -> Path:
+    candidate = Path(path_or_name)
+    if candidate.suffix == ".toml" or os.sep in str(path_or_name):
+        if not candidate.is_file():
+            raise ModelDefinitionError(f"model definition {str(candidate)!r} does not exist")
+        return candidate
+    for folder in model_search_path():
+        path = folder / f"{path_or_name}.toml"
+        if path.is_file():
+            return path
+    names = ", ".join(available_models()) or "none found"
+    raise ModelDefinitionError(f"no model named {str(path_or_name)!r}; available: {names} (or give a path to a .toml file)")
+
+
+def load_definition(path_or_name) -> ModelDefinition:
+    """Read and validate a model definition by name (``models/<name>.toml``) or path."""
+    path = find_model_file(path_or_name)
+    try:
+        data = tomllib.loads(path.read_text(encoding="utf-8"))
+    except tomllib.TOMLDecodeError as error:
+        raise ModelDefinitionError(f"{path}: not valid TOML: {error}") from None
+    except (OSError, UnicodeDecodeError) as error:
+        raise ModelDefinitionError(f"{path}: cannot be read: {error}") from None
+    return ModelDefinition.from_dict(data, source=str(path))
+
+
+def load_model(path_or_name, seed=None, dtype=np.float32) -> Sequential:
+    """A freshly initialised ``Sequential`` from a model definition (name or path)."""
+    return load_definition(path_or_name).build(seed=seed, dtype=dtype)

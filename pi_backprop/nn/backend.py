@@ -1,0 +1,83 @@
+"""The kernel backend: ``"numpy"`` (the readable reference) or ``"numba"`` (compiled).
+
+Both backends are modules with the same functions (see ``kernels_numpy``); layers call
+``kernels()`` on every forward/backward, so switching takes effect at once. numba is
+imported only when its backend is first used, never by ``import pi_backprop``.
+"""
+
+import importlib
+import logging
+import os
+
+from ..exc import BackendError
+from ..paths import numba_cache_dir
+
+BACKENDS = ("numba", "numpy")
+ENV_VAR = "PI_BACKPROP_BACKEND"
+
+_log = logging.getLogger(__name__)
+_current = None
+_modules = {}
+
+
+def numba_available() -> bool:
+    """True when numba imports on this machine (imports it, once)."""
+    try:
+        _load("numba")
+    except BackendError:
+        return False
+    return True
+
+
+def set_backend(name: str) -> None:
+    """Use backend ``name`` ("numba" or "numpy") from now on.
+
+    Raises ``BackendError`` for an unknown name, or for "numba" where it is not installed.
+    """
+    global _current
+    _load(_checked_name(name, "set_backend"))
+    _current = name
+
+
+def get_backend() -> str:
+    """The backend in use; on first call ``$PI_BACKPROP_BACKEND``, else numba if it imports."""
+    global _current
+    if _current is None:
+        requested = os.environ.get(ENV_VAR)
+        if requested:
+            _load(_checked_name(requested, ENV_VAR))
+            _current = requested
+        elif numba_available():
+            _current = "numba"
+        else:
+            _log.warning("numba is not installed: using the numpy backend (same results, slower)")
+            _current = "numpy"
+    return _current
+
+
+def kernels(name: str | None = None):
+    """The kernel module of backend ``name`` (default: the one in use)."""
+    return _load(name or get_backend())
+
+
+def _checked_name(name, where):
+    if name not in BACKENDS:
+        raise BackendError(f"{where}: unknown backend {name!r}; choose 'numba' or 'numpy'")
+    return name
+
+
+def _load(name):
+    module = _modules.get(name)
+    if module is None:
+        if name == "numba":
+            # Compiled kernels are cached where the service may write, not beside the code.
+            os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache_dir()))
+        try:
+            module = importlib.import_module(f"{__package__}.kernels_{name}")
+        except ImportError as error:
+            raise BackendError(
+                f"backend {name!r} cannot be loaded ({error}); install numba "
+                "(pip install numba) or use the numpy backend (PI_BACKPROP_BACKEND=numpy)"
+            ) from None
+        _modules[name] = module
+    return module

@@ -1,0 +1,254 @@
+"""Layers: each ``forward(x)`` keeps what its ``backward(delta)`` needs and returns the
+output; ``backward`` overwrites ``grads`` (no accumulation, no zero_grad) and returns
+∂E/∂x. ``predict(x)`` is ``forward`` without keeping anything.
+
+Shapes are per batch: vectors (N, features), images (N, C, H, W). ``output_shape`` works on
+the per-sample shape (no N) and is how ``Sequential`` checks that layers fit together.
+"""
+
+import math
+
+import numpy as np
+
+from ..exc import ModelDefinitionError
+from .backend import kernels
+
+
+def _pair(value, what):
+    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
+    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
+        raise ModelDefinitionError(f"{what} must be an int or a pair of ints, got {value!r}")
+    return int(pair[0]), int(pair[1])
+
+
+def _positive(value, what):
+    if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
+        raise ModelDefinitionError(f"{what} must be a positive int, got {value!r}")
+    return int(value)
+
+
+class Layer:
+    """Base class. Layers with parameters fill ``params`` and ``grads`` (same keys, shapes)."""
+
+    def __init__(self):
+        self.params = {}
+        self.grads = {}
+
+    def param_shapes(self) -> dict:
+        """Name -> shape of every parameter (empty for layers without any)."""
+        return {}
+
+    def init_params(self, rng) -> None:
+        """Fill ``params`` with fresh initial values drawn from ``rng``."""
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        """Per-sample output shape for a per-sample ``input_shape``; raises if it does not fit."""
+        return tuple(input_shape)
+
+    def forward(self, x):
+        raise NotImplementedError
+
+    def backward(self, delta):
+        raise NotImplementedError
+
+    def predict(self, x):
+        return self.forward(x)
+
+    def _allocate(self, dtype=np.float32, rng=None):
+        """Own parameter arrays, for a layer used on its own (``Sequential`` rebinds them)."""
+        self.params = {k: np.zeros(s, dtype) for k, s in self.param_shapes().items()}
+        self.grads = {k: np.zeros(s, dtype) for k, s in self.param_shapes().items()}
+        self.init_params(rng if rng is not None else np.random.default_rng())
+
+    def _describe(self) -> str:
+        return f"{type(self).__name__}()"
+
+    def __repr__(self):
+        return self._describe()
+
+
+def _uniform_fan_in(layer, rng, fan_in):
+    # PyTorch's default for Linear/Conv2d: U(-1/√fan_in, 1/√fan_in) for weights and bias,
+    # so a recipe copied from PyTorch starts from the same distribution.
+    bound = 1 / math.sqrt(fan_in)
+    for name, value in layer.params.items():
+        value[...] = rng.uniform(-bound, bound, size=value.shape)
+
+
+class Dense(Layer):
+    """Fully connected: net = x · W + b, with W (in_features, out_features), b (out_features,)."""
+
+    def __init__(self, in_features: int, out_features: int):
+        super().__init__()
+        self.in_features = _positive(in_features, "Dense in_features")
+        self.out_features = _positive(out_features, "Dense out_features")
+        self._allocate()
+
+    def param_shapes(self):
+        return {"W": (self.in_features, self.out_features), "b": (self.out_features,)}
+
+    def init_params(self, rng):
+        _uniform_fan_in(self, rng, self.in_features)
+
+    def output_shape(self, input_shape):
+        if tuple(input_shape) != (self.in_features,):
+            raise ModelDefinitionError(
+                f"expects input of shape ({self.in_features},), got {tuple(input_shape)}"
+                + ("; put a Flatten before it" if len(input_shape) > 1 else ""))
+        return (self.out_features,)
+
+    def forward(self, x):
+        self.x = x
+        return kernels().dense_forward(x, self.params["W"], self.params["b"])
+
+    def predict(self, x):
+        return kernels().dense_forward(x, self.params["W"], self.params["b"])
+
+    def backward(self, delta):
+        return kernels().dense_backward(delta, self.x, self.params["W"], self.grads["W"], self.grads["b"])
+
+    def _describe(self):
+        return f"Dense({self.in_features}, {self.out_features})"
+
+
+class Conv2D(Layer):
+    """2-D convolution (cross-correlation) over NCHW images, zero padding.
+
+    W (out_channels, in_channels, kh, kw), b (out_channels,);
+    OH = (H + 2·ph − kh) // sh + 1, likewise OW.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0):
+        super().__init__()
+        self.in_channels = _positive(in_channels, "Conv2D in_channels")
+        self.out_channels = _positive(out_channels, "Conv2D out_channels")
+        self.kernel_size = _pair(kernel_size, "Conv2D kernel_size")
+        self.stride = _pair(stride, "Conv2D stride")
+        self.padding = _pair(padding, "Conv2D padding")
+        if min(self.kernel_size) < 1 or min(self.stride) < 1 or min(self.padding) < 0:
+            raise ModelDefinitionError(
+                f"Conv2D needs kernel_size >= 1, stride >= 1, padding >= 0; got "
+                f"{self.kernel_size}, {self.stride}, {self.padding}")
+        self._allocate()
+
+    def param_shapes(self):
+        return {"W": (self.out_channels, self.in_channels) + self.kernel_size, "b": (self.out_channels,)}
+
+    def init_params(self, rng):
+        _uniform_fan_in(self, rng, self.in_channels * self.kernel_size[0] * self.kernel_size[1])
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3 or input_shape[0] != self.in_channels:
+            raise ModelDefinitionError(
+                f"expects input of shape ({self.in_channels}, H, W), got {tuple(input_shape)}")
+        _, H, W = input_shape
+        (kh, kw), (sh, sw), (ph, pw) = self.kernel_size, self.stride, self.padding
+        if H + 2 * ph < kh or W + 2 * pw < kw:
+            raise ModelDefinitionError(
+                f"kernel {kh}x{kw} is larger than the padded input {H + 2 * ph}x{W + 2 * pw}")
+        return (self.out_channels, (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1)
+
+    def forward(self, x):
+        y, self._cache = kernels().conv2d_forward(x, self.params["W"], self.params["b"], self.stride, self.padding)
+        return y
+
+    def predict(self, x):
+        return kernels().conv2d_forward(x, self.params["W"], self.params["b"], self.stride, self.padding)[0]
+
+    def backward(self, delta):
+        return kernels().conv2d_backward(delta, self._cache, self.params["W"], self.grads["W"],
+                                         self.grads["b"], self.stride, self.padding)
+
+    def _describe(self):
+        extra = ""
+        if self.stride != (1, 1):
+            extra += f", stride={self.stride[0] if self.stride[0] == self.stride[1] else self.stride}"
+        if self.padding != (0, 0):
+            extra += f", padding={self.padding[0] if self.padding[0] == self.padding[1] else self.padding}"
+        k = self.kernel_size
+        return f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={k[0] if k[0] == k[1] else k}{extra})"
+
+
+class MaxPool2D(Layer):
+    """Max over pool_size windows; stride defaults to pool_size. No padding, floor division."""
+
+    def __init__(self, pool_size, stride=None):
+        super().__init__()
+        self.pool_size = _pair(pool_size, "MaxPool2D pool_size")
+        self.stride = self.pool_size if stride is None else _pair(stride, "MaxPool2D stride")
+        if min(self.pool_size) < 1 or min(self.stride) < 1:
+            raise ModelDefinitionError(
+                f"MaxPool2D needs pool_size and stride >= 1, got {self.pool_size}, {self.stride}")
+
+    def output_shape(self, input_shape):
+        if len(input_shape) != 3:
+            raise ModelDefinitionError(f"expects input of shape (C, H, W), got {tuple(input_shape)}")
+        C, H, W = input_shape
+        (kh, kw), (sh, sw) = self.pool_size, self.stride
+        if H < kh or W < kw:
+            raise ModelDefinitionError(f"pool {kh}x{kw} is larger than the input {H}x{W}")
+        return (C, (H - kh) // sh + 1, (W - kw) // sw + 1)
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        y, self.argmax = kernels().maxpool_forward(x, self.pool_size, self.stride)
+        return y
+
+    def predict(self, x):
+        return kernels().maxpool_forward(x, self.pool_size, self.stride)[0]
+
+    def backward(self, delta):
+        return kernels().maxpool_backward(delta, self.argmax, self.x_shape, self.pool_size, self.stride)
+
+    def _describe(self):
+        p, s = self.pool_size, self.stride
+        pool = p[0] if p[0] == p[1] else p
+        return f"MaxPool2D({pool})" if s == p else f"MaxPool2D({pool}, stride={s[0] if s[0] == s[1] else s})"
+
+
+class Flatten(Layer):
+    """(N, C, H, W) -> (N, C·H·W) in C order, as ``numpy.reshape``."""
+
+    def output_shape(self, input_shape):
+        return (int(np.prod(input_shape)),)
+
+    def forward(self, x):
+        self.x_shape = x.shape
+        return x.reshape(x.shape[0], -1)
+
+    def predict(self, x):
+        return x.reshape(x.shape[0], -1)
+
+    def backward(self, delta):
+        return delta.reshape(self.x_shape)
+
+
+class _Activation(Layer):
+    """y = f(z) elementwise; backward multiplies δ by f′, written with y."""
+
+    name = None
+
+    def forward(self, x):
+        self.y = getattr(kernels(), f"{self.name}_forward")(x)
+        return self.y
+
+    def predict(self, x):
+        return getattr(kernels(), f"{self.name}_forward")(x)
+
+    def backward(self, delta):
+        return getattr(kernels(), f"{self.name}_backward")(delta, self.y)
+
+
+class ReLU(_Activation):
+    """f(z) = max(z, 0); f′ = 1 where z > 0."""
+    name = "relu"
+
+
+class Sigmoid(_Activation):
+    """f(z) = 1 / (1 + e^−z); f′ = y(1 − y)."""
+    name = "sigmoid"
+
+
+class Tanh(_Activation):
+    """f(z) = tanh z; f′ = 1 − y²."""
+    name = "tanh"

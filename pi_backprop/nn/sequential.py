@@ -1,0 +1,156 @@
+"""``Sequential``: layers applied in order, with one flat parameter vector.
+
+Every layer's ``params[...]`` and ``grads[...]`` arrays are views into
+``parameter_vector`` and ``gradient_vector``: writing into them in place takes effect,
+and an optimizer updates the whole model with a few vector operations.
+"""
+
+import numpy as np
+
+from ..exc import InputError, ModelDefinitionError, ShapeError
+from .backend import get_backend
+from .layers import Dense, Layer
+
+_DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+
+
+class Sequential:
+    """A feed-forward network.
+
+    layers      : list of ``Layer``
+    seed        : int or None; the initial weights are a pure function of it
+    dtype       : float32 (default) or float64 (for gradient checks)
+    input_shape : per-sample input shape, e.g. (32,) or (1, 28, 28); inferred from a
+                  leading ``Dense``, otherwise taken from the first batch seen
+    """
+
+    def __init__(self, layers, seed=None, dtype=np.float32, *, input_shape=None):
+        self.layers = list(layers)
+        for index, layer in enumerate(self.layers):
+            if not isinstance(layer, Layer):
+                raise ModelDefinitionError(f"layer {index} is a {type(layer).__name__}, not a pi_backprop layer")
+        self.dtype = np.dtype(dtype)
+        if self.dtype not in _DTYPES:
+            raise ModelDefinitionError(f"dtype must be float32 or float64, got {self.dtype}")
+        self.seed = seed
+        self.definition = None  # set by ModelDefinition.build()
+        if input_shape is None and self.layers and isinstance(self.layers[0], Dense):
+            input_shape = (self.layers[0].in_features,)
+        self.input_shape = None
+        self.output_shapes = None
+        if input_shape is not None:
+            self._fit_shapes(tuple(int(d) for d in input_shape))
+        self._bind_parameters(np.random.default_rng(seed))
+
+    # -- parameters -------------------------------------------------------------------------
+
+    def _bind_parameters(self, rng):
+        shapes = [(layer, name, shape) for layer in self.layers for name, shape in layer.param_shapes().items()]
+        total = sum(int(np.prod(shape)) for _, _, shape in shapes)
+        self.parameter_vector = np.zeros(total, self.dtype)
+        self.gradient_vector = np.zeros(total, self.dtype)
+        offset = 0
+        for layer in self.layers:
+            layer.params, layer.grads = {}, {}
+            for name, shape in layer.param_shapes().items():
+                size = int(np.prod(shape))
+                layer.params[name] = self.parameter_vector[offset:offset + size].reshape(shape)
+                layer.grads[name] = self.gradient_vector[offset:offset + size].reshape(shape)
+                offset += size
+            layer.init_params(rng)
+
+    def parameters(self) -> list:
+        """Every parameter array (views into ``parameter_vector``), layer by layer, W before b."""
+        return [value for layer in self.layers for value in layer.params.values()]
+
+    def named_parameters(self) -> list:
+        """``[("<layer index>.<name>", array), ...]`` in the order of ``parameters()``."""
+        return [(f"{index}.{name}", value) for index, layer in enumerate(self.layers)
+                for name, value in layer.params.items()]
+
+    def named_gradients(self) -> list:
+        return [(f"{index}.{name}", value) for index, layer in enumerate(self.layers)
+                for name, value in layer.grads.items()]
+
+    @property
+    def num_parameters(self) -> int:
+        return int(self.parameter_vector.size)
+
+    # -- shapes -----------------------------------------------------------------------------
+
+    def _fit_shapes(self, input_shape):
+        """Walk the per-sample shape through the layers; raise naming the layer that does not fit."""
+        shapes, shape = [], input_shape
+        for index, layer in enumerate(self.layers):
+            try:
+                shape = layer.output_shape(shape)
+            except ModelDefinitionError as error:
+                raise ModelDefinitionError(f"layer {index} ({type(layer).__name__}): {error}") from None
+            shapes.append(shape)
+        self.input_shape, self.output_shapes = input_shape, shapes
+
+    def _check_input(self, x):
+        """Return ``x`` as a C-contiguous array of the model dtype, or raise before any work."""
+        if not isinstance(x, np.ndarray):
+            x = np.asarray(x)
+        if x.ndim < 2 or x.shape[0] == 0:
+            raise ShapeError(f"input must be a batch (N, ...) with N >= 1, got shape {x.shape}")
+        if self.input_shape is None:
+            self._fit_shapes(x.shape[1:])
+        elif x.shape[1:] != self.input_shape:
+            raise ShapeError(f"layer 0 ({type(self.layers[0]).__name__}): expects input of shape "
+                             f"(N, {', '.join(map(str, self.input_shape))}), got {x.shape}")
+        if x.dtype != self.dtype or not x.flags.c_contiguous:
+            if not (np.issubdtype(x.dtype, np.number) or x.dtype == bool):
+                raise InputError(f"input must be numeric, got dtype {x.dtype}")
+            x = np.ascontiguousarray(x, dtype=self.dtype)
+        if not np.isfinite(x).all():
+            raise InputError("input contains NaN or inf values")
+        return x
+
+    # -- running ----------------------------------------------------------------------------
+
+    def forward(self, x):
+        """Outputs (N, out) for inputs (N, *input_shape), keeping what ``backward`` needs."""
+        x = self._check_input(x)
+        for layer in self.layers:
+            x = layer.forward(x)
+        return x
+
+    def backward(self, dout):
+        """Back-propagate ∂L/∂output (N, out); overwrite every layer's grads; return ∂L/∂x."""
+        delta = np.asarray(dout, dtype=self.dtype)
+        for layer in reversed(self.layers):
+            delta = layer.backward(delta)
+        return delta
+
+    def predict(self, x):
+        """Outputs for inputs, for inference: nothing is kept for a backward pass."""
+        x = self._check_input(x)
+        for layer in self.layers:
+            x = layer.predict(x)
+        return x
+
+    def train_step(self, x, t, loss, optimizer) -> float:
+        """One step of training: forward, loss, backward, optimizer update. Returns the loss."""
+        value = loss.forward(self.forward(x), t)
+        self.backward(loss.backward())
+        optimizer.step()
+        return value
+
+    # -- description ------------------------------------------------------------------------
+
+    def __repr__(self):
+        name = type(self).__name__
+        head = f"{name}(input_shape={self.input_shape}, dtype={self.dtype.name}, backend={get_backend()})"
+        rows = [("#", "layer", "output shape", "params")]
+        shapes = self.output_shapes or [None] * len(self.layers)
+        for index, (layer, shape) in enumerate(zip(self.layers, shapes)):
+            count = sum(int(np.prod(s)) for s in layer.param_shapes().values())
+            rows.append((str(index), repr(layer), "?" if shape is None else str(shape), f"{count:,}"))
+        widths = [max(len(row[i]) for row in rows) for i in range(4)]
+        lines = [head]
+        for row in rows:
+            lines.append(f"  {row[0]:>{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}")
+        lines.append(f"  total parameters: {self.num_parameters:,}")
+        return "\n".join(lines)

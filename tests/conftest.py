@@ -1,0 +1,36 @@
+import os
+
+import numpy as np
+import pytest
+
+import pi_backprop as pb
+from pi_backprop.nn import backend as backend_module
+
+
+def _numba_installed():
+    try:
+        import numba  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+BACKEND_PARAMS = [
+    pytest.param("numpy", id="numpy"),
+    pytest.param("numba", id="numba",
+                 marks=pytest.mark.skipif(not _numba_installed(), reason="numba is not installed")),
+]
+
+
+@pytest.fixture(params=BACKEND_PARAMS)
+def backend(request):
+    """Run the test once per kernel backend; restore the previous one afterwards."""
+    previous = backend_module._current
+    pb.set_backend(request.param)
+    yield request.param
+    backend_module._current = previous
+
+
+@pytest.fixture
+def rng():
+    return np.random.default_rng(0)
