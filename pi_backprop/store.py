@@ -71,6 +71,10 @@ CREATE TABLE metrics (
     loss REAL, accuracy REAL, val_loss REAL, val_accuracy REAL, lr REAL
 );
 CREATE INDEX metrics_by_step ON metrics(step);
+CREATE TABLE settings (
+    key TEXT PRIMARY KEY,                  -- max_per_class, max_bytes, validation_fraction
+    value NUMERIC NOT NULL
+);
 """
 
 
@@ -119,6 +123,9 @@ class StoreStats:
     unlabelled: int
     data_bytes: int
     last_metric: Metric | None
+    max_per_class: int
+    max_bytes: int
+    validation_fraction: float
 
     @property
     def labelled(self) -> int:
@@ -134,23 +141,34 @@ class SampleStore:
     max_bytes : sample data kept, in bytes (the file is a little larger: SQLite's pages).
     validation_fraction : share of sample ids in the validation split, in [0, 0.9].
     readonly : open for reading only (``mode=ro``); safe while the service writes.
+
+    The three settings are saved in the file by a writer that is given them, and a store
+    opened without them uses the saved ones (else ``DEFAULTS``): so ``pi-backprop data
+    import`` bounds the store exactly as the service configured it.
     """
 
-    def __init__(self, path=None, *, max_per_class: int = 500, max_bytes: int = 100_000_000,
-                 validation_fraction: float = 0.2, readonly: bool = False):
+    DEFAULTS = {"max_per_class": 500, "max_bytes": 100_000_000, "validation_fraction": 0.2}
+
+    def __init__(self, path=None, *, max_per_class: int | None = None, max_bytes: int | None = None,
+                 validation_fraction: float | None = None, readonly: bool = False):
         self.path = Path(path) if path is not None else default_store_path()
         self.readonly = readonly
-        if not 0 <= validation_fraction <= 0.9:
-            raise DataError(f"validation fraction must be in [0, 0.9], got {validation_fraction}")
-        self.validation_fraction = float(validation_fraction)
-        self._check_limits(max_per_class, max_bytes)
-        self.max_per_class = int(max_per_class)
-        self.max_bytes = int(max_bytes)
+        given = {"max_per_class": max_per_class, "max_bytes": max_bytes,
+                 "validation_fraction": validation_fraction}
+        given = {key: value for key, value in given.items() if value is not None}
+        self._check_settings(**{**self.DEFAULTS, **given})
         self._lock = threading.RLock()
         self._db = None
         try:
             self._db = self._connect()
             self._check_or_create_schema()
+            saved = dict(self._conn().execute("SELECT key, value FROM settings"))
+            settings = {**self.DEFAULTS, **saved, **given}
+            self.max_per_class = int(settings["max_per_class"])
+            self.max_bytes = int(settings["max_bytes"])
+            self.validation_fraction = float(settings["validation_fraction"])
+            if given and not readonly:
+                self._save_settings()
         except sqlite3.Error as error:
             self.close()
             raise DataError(f"cannot open sample store {self.path}: {error}{self._hint(error)}") from error
@@ -336,19 +354,28 @@ class SampleStore:
         """Change the bounds (e.g. after a config reload) and apply them now; returns samples dropped."""
         new_per_class = self.max_per_class if max_per_class is None else int(max_per_class)
         new_bytes = self.max_bytes if max_bytes is None else int(max_bytes)
-        self._check_limits(new_per_class, new_bytes)
+        self._check_settings(new_per_class, new_bytes)
         with self._lock:
             self.max_per_class, self.max_bytes = new_per_class, new_bytes
             if self.readonly:
                 return 0
+            self._save_settings()
             with self._write() as db:
                 return self._enforce_limits(db)
 
     @staticmethod
-    def _check_limits(max_per_class, max_bytes):
+    def _check_settings(max_per_class, max_bytes, validation_fraction=0.2):
         if int(max_per_class) < 1 or int(max_bytes) < 1:
             raise DataError(f"store bounds must be positive, got max_per_class={max_per_class}, "
                             f"max_bytes={max_bytes}")
+        if not 0 <= validation_fraction <= 0.9:
+            raise DataError(f"validation fraction must be in [0, 0.9], got {validation_fraction}")
+
+    def _save_settings(self):
+        with self._write() as db:
+            db.executemany("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                           [("max_per_class", self.max_per_class), ("max_bytes", self.max_bytes),
+                            ("validation_fraction", self.validation_fraction)])
 
     def _enforce_limits(self, db) -> int:
         """Delete what exceeds the bounds, oldest first; returns how many samples went."""
@@ -533,7 +560,9 @@ class SampleStore:
             class_names=names,
             per_class={name: (train.get(i, 0), val.get(i, 0)) for i, name in enumerate(names)},
             unlabelled=train.get(None, 0) + val.get(None, 0),
-            data_bytes=data_bytes, last_metric=None if last is None else Metric(*last))
+            data_bytes=data_bytes, last_metric=None if last is None else Metric(*last),
+            max_per_class=self.max_per_class, max_bytes=self.max_bytes,
+            validation_fraction=self.validation_fraction)
 
     def export_npz(self, path, *, split: str = "all", unlabelled: bool = False) -> int:
         """Write samples to an ``.npz`` (``x`` float32, ``y`` int64 with -1 for unlabelled,

@@ -115,6 +115,24 @@ def test_set_limits_applies_at_once(store):
         store.set_limits(max_bytes=0)
 
 
+def test_settings_are_saved_for_the_next_writer_and_readers(tmp_path):
+    path = tmp_path / "s.db"
+    with SampleStore(path, max_per_class=3, max_bytes=5000, validation_fraction=0.5):
+        pass
+    with SampleStore(path) as store:                        # e.g. `pi-backprop data import`
+        assert (store.max_per_class, store.max_bytes, store.validation_fraction) == (3, 5000, 0.5)
+        store.set_class_names(NAMES)
+        store.add_samples(np.stack([tagged(0, n) for n in range(5)]), [0] * 5)
+        assert store.counts() == {0: 3}
+        store.set_limits(max_per_class=2)
+    with SampleStore(path, readonly=True) as reader:
+        assert reader.stats().max_per_class == 2 and reader.counts() == {0: 2}
+    with SampleStore(tmp_path / "new.db") as fresh:
+        assert fresh.max_per_class == SampleStore.DEFAULTS["max_per_class"]
+    with pytest.raises(DataError, match="validation fraction"):
+        SampleStore(path, validation_fraction=0.95)
+
+
 def test_split_is_stable_as_samples_come_and_go(tmp_path):
     with SampleStore(tmp_path / "s.db", max_per_class=300, validation_fraction=0.25) as store:
         store.set_class_names(NAMES)
