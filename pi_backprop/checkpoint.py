@@ -25,6 +25,7 @@ version, another model, wrong shapes: a run must stop and say so). Both are
 ``CheckpointError``; ``CheckpointWriteError`` is a failed write (disk full).
 """
 
+import contextlib
 import dataclasses
 import datetime
 import errno
@@ -33,8 +34,10 @@ import json
 import logging
 import os
 import re
+import struct
 import tempfile
 import zipfile
+import zlib
 from pathlib import Path
 
 import numpy as np
@@ -205,6 +208,7 @@ def save_checkpoint(directory, model, optimizer, step: int, *, training=None, rn
     try:
         fd, temp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=".tmp", dir=directory)
         with os.fdopen(fd, "wb") as raw:
+            os.fchmod(raw.fileno(), 0o644)  # mkstemp's 0600 would hide checkpoints from other readers
             with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as archive:
                 listed = {}
                 for name, array in _arrays_of(model, optimizer):
@@ -347,6 +351,24 @@ def _read_exactly(member, buffer: memoryview, name, path):
         filled += count
 
 
+# What zipfile/numpy raise on a mangled file: a flipped bit can turn a field into an unknown
+# compression method (NotImplementedError), an "encrypted" flag (RuntimeError), a bad length...
+_PARSE_ERRORS = (zipfile.BadZipFile, zlib.error, struct.error, NotImplementedError, RuntimeError,
+                 ValueError, UnicodeDecodeError, EOFError, OSError, OverflowError, KeyError)
+
+
+@contextlib.contextmanager
+def _damage_reported(path):
+    """Turn any parsing failure inside the block into ``CheckpointDamaged`` naming ``path``."""
+    try:
+        yield
+    except CheckpointError:
+        raise
+    except _PARSE_ERRORS as error:
+        reason = getattr(error, "strerror", None) or str(error) or type(error).__name__
+        raise CheckpointDamaged(f"{path}: unreadable zip data ({reason})") from None
+
+
 def _open_archive(path):
     path = Path(path)
     try:
@@ -381,7 +403,7 @@ def _read_header(archive, path) -> dict:
     try:
         header = json.loads(text.decode("utf-8"))
     except (UnicodeDecodeError, ValueError):
-        raise CheckpointDamaged(f"{path}: header is not valid JSON (damaged)") from None
+        raise CheckpointDamaged(f"{path}: header is not valid JSON") from None
     if not isinstance(header, dict) or header.get("format") != FORMAT:
         raise CheckpointRefused(f"{path}: header does not say {FORMAT!r}; not a pi-backprop checkpoint")
     version = header.get("format_version")
@@ -399,34 +421,28 @@ def verify_checkpoint(path) -> CheckpointInfo:
     Nothing is allocated from the sizes the file declares.
     """
     path = Path(path)
-    try:
-        with _open_archive(path) as archive:
-            header = _read_header(archive, path)
-            listed = header.get("arrays")
-            required = ("step", "model", "dtype", "optimizer", "sha256")
-            if not isinstance(listed, dict) or any(key not in header for key in required):
-                raise CheckpointDamaged(f"{path}: header lacks required fields (damaged)")
-            if header_digest(header) != header["sha256"]:
-                raise CheckpointDamaged(f"{path}: header hash mismatch (damaged)")
-            stored = {name[:-4] for name in archive.namelist()} - {HEADER}
-            if stored != set(listed):
-                missing = sorted(set(listed) - stored) or sorted(stored - set(listed))
-                raise CheckpointDamaged(f"{path}: array {missing[0]!r} is missing or unlisted (damaged)")
-            for name in sorted(listed):
-                digest = hashlib.sha256()
-                with archive.open(f"{name}.npy") as member:
-                    while chunk := member.read(_CHUNK):
-                        digest.update(chunk)
-                if digest.hexdigest() != listed[name].get("sha256"):
-                    raise CheckpointDamaged(f"{path}: array {name!r} hash mismatch (damaged)")
-            for name in sorted(listed):
-                with archive.open(f"{name}.npy") as member:
-                    _npy_header(member, name, path)
-    except zipfile.BadZipFile as error:
-        raise CheckpointDamaged(f"{path}: damaged ({error})") from None
-    except (OSError, EOFError) as error:
-        # zlib/struct errors on a mangled member surface as these.
-        raise CheckpointDamaged(f"{path}: damaged ({getattr(error, 'strerror', None) or error})") from None
+    with _damage_reported(path), _open_archive(path) as archive:
+        header = _read_header(archive, path)
+        listed = header.get("arrays")
+        required = ("step", "model", "dtype", "optimizer", "sha256")
+        if not isinstance(listed, dict) or any(key not in header for key in required):
+            raise CheckpointDamaged(f"{path}: header lacks required fields")
+        if header_digest(header) != header["sha256"]:
+            raise CheckpointDamaged(f"{path}: header hash mismatch")
+        stored = {name[:-4] for name in archive.namelist()} - {HEADER}
+        if stored != set(listed):
+            missing = sorted(set(listed) - stored) or sorted(stored - set(listed))
+            raise CheckpointDamaged(f"{path}: array {missing[0]!r} is missing or unlisted")
+        for name in sorted(listed):
+            digest = hashlib.sha256()
+            with archive.open(f"{name}.npy") as member:
+                while chunk := member.read(_CHUNK):
+                    digest.update(chunk)
+            if digest.hexdigest() != listed[name].get("sha256"):
+                raise CheckpointDamaged(f"{path}: array {name!r} hash mismatch")
+        for name in sorted(listed):
+            with archive.open(f"{name}.npy") as member:
+                _npy_header(member, name, path)
     return CheckpointInfo(path, header)
 
 
@@ -469,21 +485,18 @@ def load_into(info: CheckpointInfo, model, optimizer) -> None:
         extra = sorted(set(listed) ^ set(expected))
         raise CheckpointRefused(f"{path}: array {extra[0]!r} does not fit the model "
                                 f"({'missing' if extra[0] in expected else 'unexpected'})")
-    try:
-        with _open_archive(path) as archive:
-            for name, target in sorted(expected.items()):
-                with archive.open(f"{name}.npy") as member:
-                    dtype, shape, fortran = _npy_header(member, name, path)
-                    if tuple(shape) != target.shape:
-                        raise CheckpointRefused(f"{path}: array {name!r} has shape {tuple(shape)}, "
-                                                f"the model needs {target.shape}")
-                    if dtype != target.dtype or fortran:
-                        raise CheckpointRefused(f"{path}: array {name!r} is {dtype.str}"
-                                                f"{' (Fortran order)' if fortran else ''}, "
-                                                f"the model needs {target.dtype.str}")
-                    _read_exactly(member, memoryview(target.reshape(-1)), name, path)
-    except zipfile.BadZipFile as error:
-        raise CheckpointDamaged(f"{path}: damaged ({error})") from None
+    with _damage_reported(path), _open_archive(path) as archive:
+        for name, target in sorted(expected.items()):
+            with archive.open(f"{name}.npy") as member:
+                dtype, shape, fortran = _npy_header(member, name, path)
+                if tuple(shape) != target.shape:
+                    raise CheckpointRefused(f"{path}: array {name!r} has shape {tuple(shape)}, "
+                                            f"the model needs {target.shape}")
+                if dtype != target.dtype or fortran:
+                    raise CheckpointRefused(f"{path}: array {name!r} is {dtype.str}"
+                                            f"{' (Fortran order)' if fortran else ''}, "
+                                            f"the model needs {target.dtype.str}")
+                _read_exactly(member, memoryview(target.reshape(-1)), name, path)
     hyper = {k: v for k, v in state.get("hyper", {}).items() if k in optimizer.hyper_names}
     for name, value in hyper.items():
         setattr(optimizer, name, value)
@@ -493,7 +506,7 @@ def load_into(info: CheckpointInfo, model, optimizer) -> None:
 def read_arrays(info: CheckpointInfo) -> dict:
     """Every array of a verified checkpoint as ``{name: ndarray}`` (for inspection and tests)."""
     arrays = {}
-    with _open_archive(info.path) as archive:
+    with _damage_reported(info.path), _open_archive(info.path) as archive:
         for name in sorted(info.header["arrays"]):
             with archive.open(f"{name}.npy") as member:
                 arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
@@ -523,7 +536,7 @@ def find_latest(directory, definition: ModelDefinition | None = None, dtype=None
             info = verify_checkpoint(path)
         except CheckpointDamaged as error:
             reason = str(error).removeprefix(f"{path}: ")
-            _log.warning("checkpoint %s is damaged (%s); trying the one before it", path, reason)
+            _log.warning("skipping damaged checkpoint %s: %s", path, reason)
             skipped.append((path, reason))
             continue
         if definition is not None:
@@ -531,6 +544,6 @@ def find_latest(directory, definition: ModelDefinition | None = None, dtype=None
         return ScanResult(info, skipped, len(files))
     if files:
         reasons = "; ".join(f"{p.name}: {why}" for p, why in skipped[:3])
-        raise CheckpointError(f"no intact checkpoint in {directory} ({reasons}); move the files "
-                              "away to start afresh")
+        raise CheckpointError(f"no intact checkpoint in {directory}, all {len(files)} are damaged "
+                              f"({reasons}); move them away to start afresh")
     return ScanResult(None, skipped, 0)

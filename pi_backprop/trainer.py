@@ -164,8 +164,8 @@ class Trainer:
             elif latest is not None and key in stored and value != stored[key]:
                 where = latest.path.name
                 if key in RUN_IDENTITY:
-                    raise ConfigError(f"{key} {value!r} differs from {stored[key]!r} of the run in "
-                                      f"{self.checkpoint_dir} ({where}); use the same {key} or another "
+                    raise ConfigError(f"{key} {value!r} differs from the run in {self.checkpoint_dir} "
+                                      f"({key} {stored[key]!r}, {where}); use the same {key} or another "
                                       f"--checkpoint-dir")
                 note = f"{key} changed from {stored[key]!r} ({where}) to {value!r}"
                 _log.warning("%s", note)
