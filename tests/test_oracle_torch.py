@@ -188,6 +188,21 @@ def test_int_labels_and_one_hot_give_the_same_loss_and_gradient(rng, kind):
     np.testing.assert_allclose(results[0][1], results[1][1], rtol=0, atol=1e-15)
 
 
+@pytest.mark.parametrize("rows", ["smoothed", "unnormalised"])
+def test_cross_entropy_with_real_targets_matches_torch_probability_targets(rng, rows):
+    """Label smoothing (rows sum to 1) and rows that do not sum to 1: value and gradient
+    must still be each other's derivative, as torch's probability targets are."""
+    y = rng.normal(size=(3, 4)) * 2
+    t = np.full((3, 4), 0.05) + 0.8 * np.eye(4)[[0, 3, 1]] if rows == "smoothed" else rng.uniform(size=(3, 4))
+    loss = pb.SoftmaxCrossEntropy()
+    value, grad = loss.forward(y, t), loss.backward()
+    y_torch = torch.from_numpy(y).requires_grad_(True)
+    value_torch = F.cross_entropy(y_torch, torch.from_numpy(t))
+    value_torch.backward()
+    assert value == pytest.approx(value_torch.item(), rel=1e-12)
+    assert_close(grad, y_torch.grad, "dL/dy")
+
+
 def test_cross_entropy_is_stable_for_huge_logits():
     y = np.array([[1000.0, 0.0, -1000.0], [-800.0, 800.0, 790.0]])
     t = np.array([0, 2])
@@ -212,11 +227,14 @@ OPTIMIZERS = [
     ("adam_custom", dict(lr=0.02, betas=(0.8, 0.95), eps=1e-4), dict(lr=0.02, betas=(0.8, 0.95), eps=1e-4)),
 ]
 STEPS = 6
+# Cross-entropy with real targets whose rows do not sum to 1.
+SOFT_TARGETS = ("tanh_mlp_soft", tanh_mlp, (6,), "ce", "real", 4)
 
 
 @pytest.mark.parametrize("kind, ours_kwargs, torch_kwargs", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
 @pytest.mark.parametrize("name, build, input_shape, loss_kind, targets, batch",
-                         [ARCHITECTURES[i] for i in (0, 4)], ids=["sensor_mlp", "odd_cnn"])
+                         [ARCHITECTURES[i] for i in (0, 4)] + [SOFT_TARGETS],
+                         ids=["sensor_mlp", "odd_cnn", "tanh_mlp_soft_targets"])
 def test_optimizer_trajectory_matches_torch(backend, rng, kind, ours_kwargs, torch_kwargs,
                                             name, build, input_shape, loss_kind, targets, batch):
     model = build(seed=11)

@@ -63,6 +63,9 @@ class MSELoss:
 class SoftmaxCrossEntropy:
     """L = −log softmax(y)[t], averaged over the batch; ∂L/∂y = (softmax(y) − t) / N.
 
+    Real targets (N, C) give L = −Σ t·log softmax(y), as PyTorch's probability targets;
+    ∂L/∂y = (softmax(y)·Σt − t) / N, which is the formula above for rows summing to 1.
+
     Computed with the largest logit subtracted, so large logits do not overflow.
     """
 
@@ -77,7 +80,8 @@ class SoftmaxCrossEntropy:
         return float(-np.sum(self.targets * log_probs) / y.shape[0])
 
     def backward(self):
-        return (self.probs - self.targets) / self.probs.dtype.type(self.probs.shape[0])
+        row_sums = self.targets.sum(axis=1, keepdims=True)  # 1 for labels and one-hot rows
+        return (self.probs * row_sums - self.targets) / self.probs.dtype.type(self.probs.shape[0])
 
     def __repr__(self):
         return "SoftmaxCrossEntropy()"
