@@ -128,6 +128,9 @@ BAD_ARCHITECTURES = [
     ("zero_units", lambda: pb.Dense(0, 3), ["in_features", "0"]),
     ("bad_kernel", lambda: pb.Conv2D(1, 2, (3,)), ["kernel_size", "(3,)"]),
     ("negative_padding", lambda: pb.Conv2D(1, 2, 3, padding=-1), ["padding", "-1"]),
+    ("float_pool", lambda: pb.MaxPool2D(2.0), ["pool_size", "2.0"]),
+    ("bool_kernel", lambda: pb.Conv2D(1, 2, True), ["kernel_size", "True"]),
+    ("float_stride", lambda: pb.Conv2D(1, 2, 3, stride=(1.5, 1)), ["stride", "1.5"]),
     ("bad_dtype", lambda: pb.Sequential([pb.Dense(2, 2)], dtype=np.int32), ["float32", "int32"]),
 ]
 
@@ -182,6 +185,8 @@ BAD_DEFINITIONS = [
     ("missing_layer_key", HEAD + '[[layers]]\ntype = "dense"\n', ["layer 0", "'out_features'"]),
     ("missing_classes", 'name = "probe"\ninput_shape = [4]\n' + DENSE_2, ["'classes'"]),
     ("unknown_loss", HEAD + 'loss = "hinge"\n' + DENSE_2, ["'hinge'", "mse"]),
+    ("float_kernel", 'name = "probe"\ninput_shape = [1, 6, 6]\nclasses = ["a", "b"]\n'
+     '[[layers]]\ntype = "conv2d"\nout_channels = 2\nkernel_size = 3.0\n', ["layer 0", "kernel_size", "3.0"]),
     ("bad_toml", HEAD + 'loss = mse\n' + DENSE_2, ["not valid TOML", "line 4"]),
     ("layers_do_not_fit", 'name = "probe"\ninput_shape = [1, 6, 6]\nclasses = ["a", "b"]\n'
      '[[layers]]\ntype = "conv2d"\nout_channels = 2\nkernel_size = 3\n' + DENSE_2,

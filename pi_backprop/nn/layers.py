@@ -14,9 +14,17 @@ from ..exc import ModelDefinitionError
 from .backend import kernels
 
 
+def _is_int(value):
+    return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
+
+
 def _pair(value, what):
-    pair = (value, value) if isinstance(value, (int, np.integer)) else tuple(value)
-    if len(pair) != 2 or not all(isinstance(v, (int, np.integer)) for v in pair):
+    # A float or bool (e.g. `kernel_size = 3.0` in TOML) must be refused here, not crash or pass as 1.
+    if _is_int(value):
+        pair = (value, value)
+    else:
+        pair = tuple(value) if isinstance(value, (list, tuple, np.ndarray)) else ()
+    if len(pair) != 2 or not all(_is_int(v) for v in pair):
         raise ModelDefinitionError(f"{what} must be an int or a pair of ints, got {value!r}")
     return int(pair[0]), int(pair[1])
 
