@@ -87,7 +87,7 @@ class ModelDefinition:
                 or not all(isinstance(c, str) and c for c in classes) or len(set(classes)) != len(classes)):
             fail(f"classes must be a list of at least 2 distinct names, got {classes!r}")
         loss = data.get("loss", "softmax_cross_entropy")
-        if loss not in LOSSES:
+        if not isinstance(loss, str) or loss not in LOSSES:  # a list would be unhashable
             fail(f"loss {loss!r} is unknown; choose one of {', '.join(LOSSES)}")
         training = data.get("training", {})
         if not isinstance(training, dict):
@@ -105,7 +105,7 @@ class ModelDefinition:
         for index, spec in enumerate(layer_specs):
             if not isinstance(spec, dict) or "type" not in spec:
                 fail(f"layer {index} needs a 'type' ({', '.join(LAYER_TYPES)})")
-            kind = LAYER_TYPES.get(spec["type"])
+            kind = LAYER_TYPES.get(spec["type"]) if isinstance(spec["type"], str) else None
             if kind is None:
                 fail(f"layer {index}: unknown type {spec['type']!r}; known types: {', '.join(LAYER_TYPES)}")
             _, required, optional = kind

@@ -185,6 +185,8 @@ BAD_DEFINITIONS = [
     ("missing_layer_key", HEAD + '[[layers]]\ntype = "dense"\n', ["layer 0", "'out_features'"]),
     ("missing_classes", 'name = "probe"\ninput_shape = [4]\n' + DENSE_2, ["'classes'"]),
     ("unknown_loss", HEAD + 'loss = "hinge"\n' + DENSE_2, ["'hinge'", "mse"]),
+    ("loss_not_a_string", HEAD + 'loss = ["mse"]\n' + DENSE_2, ["['mse']", "mse"]),
+    ("type_not_a_string", HEAD + '[[layers]]\ntype = ["dense"]\nout_features = 2\n', ["layer 0", "['dense']"]),
     ("float_kernel", 'name = "probe"\ninput_shape = [1, 6, 6]\nclasses = ["a", "b"]\n'
      '[[layers]]\ntype = "conv2d"\nout_channels = 2\nkernel_size = 3.0\n', ["layer 0", "kernel_size", "3.0"]),
     ("bad_toml", HEAD + 'loss = mse\n' + DENSE_2, ["not valid TOML", "line 4"]),
