@@ -60,8 +60,12 @@ class Key:
         return f"{what} {' and '.join(bounds)}".strip()
 
 
-def _pins(doc, live=False, length=(0, 32)):
-    return Key("int-list", (), doc, live, minimum=BCM_PIN[0], maximum=BCM_PIN[1], length=length)
+NO_PIN = -1  # in a per-class pin list: this class has no button / LED (TOML has no null)
+
+
+def _pins(doc, live=False, length=(0, 32), per_class=False):
+    low = NO_PIN if per_class else BCM_PIN[0]
+    return Key("int-list", (), doc, live, minimum=low, maximum=BCM_PIN[1], length=length)
 
 
 # section -> key -> Key. The order here is the order of the documented default file.
@@ -88,21 +92,23 @@ SCHEMA = {
         "window": Key("int", 0, "readings per sensor window; 0 = the model's input size", minimum=0),
     },
     "labels": {
-        "pins": _pins("GPIO pins of the label buttons, one per class in the model's class order; "
-                      "[] = no buttons"),
+        "pins": _pins("GPIO pins of the label buttons, one per class in the model's class order "
+                      "(-1: no button for that class); [] = no buttons", per_class=True),
         "mode": Key("str", "hold", "hold: label samples while a button is held; "
                     "press: label the next sample after a press", live=True, choices=("hold", "press")),
         "bounce_time": Key("float", 0.05, "button debounce time in seconds", minimum=0, maximum=1),
+        "pull_up": Key("bool", True, "true for buttons wired to ground, false for buttons to 3.3 V"),
         "simulated": Key("bool", True, "simulated sources label their own samples, as if the "
                          "right button were held", live=True),
     },
     "lights": {
         "kind": Key("str", "none", "status lights: none, one LED, separate LEDs or one RGB LED",
                     choices=("none", "single", "separate", "rgb")),
-        "pins": _pins("GPIO pins: single = [pin], separate = [pins...], rgb = [red, green, blue]",
-                      length=(0, 8)),
+        "pins": _pins("GPIO pins: single = [pin], separate = [red, green] or [red, green, blue], "
+                      "rgb = [red, green, blue]", length=(0, 3)),
         "active_high": Key("bool", True, "false when the LEDs light with the pin low (common anode)"),
-        "class_pins": _pins("GPIO pins of one LED per class, lit for the predicted class; [] = none"),
+        "class_pins": _pins("GPIO pins of one LED per class, lit for the predicted class "
+                            "(-1: no LED for that class); [] = none", per_class=True),
     },
     "training": {
         "enabled": Key("bool", True, "train on stored samples (false: only collect and predict)",
@@ -240,7 +246,7 @@ def _check_value(dotted, key, value):
 def _check_together(values, where):
     """Rules that involve more than one key."""
     lights = values["lights"]
-    wanted = {"none": (0, 0), "single": (1, 1), "separate": (2, 8), "rgb": (3, 3)}[lights["kind"]]
+    wanted = {"none": (0, 0), "single": (1, 1), "separate": (2, 3), "rgb": (3, 3)}[lights["kind"]]
     if not wanted[0] <= len(lights["pins"]) <= wanted[1]:
         count = str(wanted[0]) if wanted[0] == wanted[1] else f"{wanted[0]} to {wanted[1]}"
         raise ConfigError(f"{where}lights.pins: expected {count} pin{'s' * (count != '1')} for kind = \"{lights['kind']}\", "
@@ -249,6 +255,8 @@ def _check_together(values, where):
     for dotted in ("labels.pins", "lights.pins", "lights.class_pins"):
         section, key = dotted.split(".")
         for pin in values[section][key]:
+            if pin == NO_PIN:
+                continue
             if pin in used:
                 raise ConfigError(f"{where}{dotted}: GPIO{pin} is already used by {used[pin]}; "
                                   "give every button and LED its own pin")

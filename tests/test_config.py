@@ -48,6 +48,11 @@ def _section_of(lines, index):
     return None
 
 
+def test_minus_one_means_no_pin_for_that_class():
+    config = parse_config({"labels": {"pins": [17, -1, 27]}, "lights": {"class_pins": [-1, 5, -1]}})
+    assert config.labels.pins == (17, -1, 27) and config.lights.class_pins == (-1, 5, -1)
+
+
 def test_values_are_converted():
     config = parse_config({"training": {"lr": 1, "checkpoint_every_seconds": 60},
                            "labels": {"pins": [17, 27]}})
@@ -78,6 +83,10 @@ def test_values_are_converted():
     ({"lights": {"kind": "none", "pins": [5]}}, 'lights.pins: expected 0 pins for kind = "none"'),
     ({"labels": {"pins": [17, 27]}, "lights": {"kind": "single", "pins": [27]}},
      "lights.pins: GPIO27 is already used by labels.pins"),
+    ({"lights": {"kind": "separate", "pins": [5, 6, 13, 19]}}, "lights.pins: expected a list of integers of 0 to 3"),
+    ({"lights": {"kind": "single", "pins": [-1]}}, "lights.pins: expected a list of integers of 0 to 3 items, "
+                                                   "each >= 0 and <= 27, got [-1]"),
+    ({"labels": {"pins": [-2]}}, "labels.pins: expected a list of integers of 0 to 32 items, each >= -1"),
 ])
 def test_bad_values_name_the_key(document, message):
     with pytest.raises(ConfigError) as caught:
