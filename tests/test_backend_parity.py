@@ -166,3 +166,137 @@ def test_import_pi_backprop_does_not_import_numba():
     code = "import sys, pi_backprop; print('numba' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == "False"
+
+
+def test_warmup_fills_an_empty_numba_cache(tmp_path):
+    env = dict(os.environ, NUMBA_CACHE_DIR=str(tmp_path))
+    out = subprocess.run([sys.executable, "-m", "pi_backprop", "warmup", "--float32-only"],
+                         capture_output=True, text=True, env=env)
+    assert out.returncode == 0, out.stderr
+    cached = [p.name for p in tmp_path.rglob("*.nbi")]
+    assert any("kernels_fused" in name for name in cached), cached
+    assert any("kernels_numba" in name for name in cached), cached
+    assert "train_step" in out.stdout
+
+
+# -- the fused step against the layer path --------------------------------------------------
+
+MODELS = ["sensor_mlp", "camera_cnn", "seed_mlp"]
+OPTIMIZERS = {
+    "sgd": lambda m: pb.SGD(m, lr=0.05),
+    "sgd-momentum-decay": lambda m: pb.SGD(m, lr=0.05, momentum=0.9, weight_decay=1e-2),
+    "adam": lambda m: pb.Adam(m, lr=1e-2),
+}
+
+
+def train(backend, name, make_optimizer, dtype, steps, batch, targets="labels", seed=0):
+    """``steps`` training steps of shipped model ``name``; returns (model, optimizer, losses)."""
+    pb.set_backend(backend)
+    definition = pb.load_definition(name)
+    model = definition.build(seed=seed, dtype=dtype)
+    optimizer, loss = make_optimizer(model), definition.make_loss()
+    rng = np.random.default_rng(seed)
+    classes = len(definition.classes)
+    losses = []
+    for _ in range(steps):
+        x = rng.normal(size=(batch,) + definition.input_shape).astype(dtype)
+        t = rng.integers(0, classes, batch)
+        if targets == "one-hot":
+            t = np.eye(classes, dtype=dtype)[t]
+        losses.append(model.train_step(x, t, loss, optimizer))
+    return model, optimizer, losses
+
+
+@pytest.fixture
+def restore_backend():
+    from pi_backprop.nn import backend
+    previous = backend._current
+    yield
+    backend._current = previous
+
+
+@pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
+@pytest.mark.parametrize("name", MODELS)
+def test_fused_step_matches_layer_path(restore_backend, name, opt):
+    """float64, 4 steps at batch 3 (the fused path; see fused.BLAS_MIN_MACS)."""
+    fused = train("numba", name, OPTIMIZERS[opt], np.float64, 4, 3)
+    layers = train("numpy", name, OPTIMIZERS[opt], np.float64, 4, 3)
+    assert fused[0]._fused_program is not None
+    np.testing.assert_allclose(fused[2], layers[2], rtol=1e-12)
+    close(fused[0].parameter_vector, layers[0].parameter_vector, np.float64)
+    close(fused[0].gradient_vector, layers[0].gradient_vector, np.float64)
+    for (a_name, a), (b_name, b) in zip(fused[0].named_gradients(), layers[0].named_gradients()):
+        close(a, b, np.float64)  # layer.grads are views that the fused step filled
+    assert fused[1].step_count == layers[1].step_count == 4
+    for key, buffer in layers[1].buffers.items():
+        close(fused[1].buffers[key], buffer, np.float64, factor=100)  # Adam's v ~ g²: relative
+
+
+@pytest.mark.parametrize("name, targets", [("sensor_mlp", "one-hot"), ("seed_mlp", "labels")])
+def test_fused_step_target_forms(restore_backend, name, targets):
+    fused = train("numba", name, OPTIMIZERS["adam"], np.float64, 3, 2, targets=targets)
+    layers = train("numpy", name, OPTIMIZERS["adam"], np.float64, 3, 2, targets=targets)
+    np.testing.assert_allclose(fused[2], layers[2], rtol=1e-12)
+    close(fused[0].parameter_vector, layers[0].parameter_vector, np.float64)
+
+
+@pytest.mark.parametrize("name", MODELS)
+def test_fused_predict_matches_layer_path(restore_backend, rng, name):
+    definition = pb.load_definition(name)
+    x = rng.normal(size=(1,) + definition.input_shape).astype(np.float32)
+    outputs = {}
+    for backend in ("numba", "numpy"):
+        pb.set_backend(backend)
+        outputs[backend] = definition.build(seed=1).predict(x)
+    close(outputs["numba"], outputs["numpy"], np.float32)
+
+
+BAD_STEPS = [
+    # (what, x change, t change, error class, words in the message)
+    ("nan input", lambda x: np.where(x == x.flat[0], np.nan, x), None, pb.PiBackpropError, "NaN"),
+    ("label out of range", None, lambda t: np.array([0, 4, 1]), ValueError, "label 4 is out of range"),
+    ("negative label", None, lambda t: np.array([0, -1, 1]), ValueError, "label -1"),
+    ("too few labels", None, lambda t: t[:2], ValueError, "2 labels for a batch of 3"),
+    ("wrong input shape", lambda x: x[:, :31], None, ValueError, "expects input of shape (N, 32)"),
+    ("inf target", None, lambda t: np.where(np.eye(4)[t] > 0, np.inf, 0.0), ValueError, "NaN or inf"),
+]
+
+
+@pytest.mark.parametrize("what, change_x, change_t, error, words", BAD_STEPS, ids=[c[0] for c in BAD_STEPS])
+def test_fused_step_rejects_bad_input_like_the_layer_path(restore_backend, rng, what, change_x, change_t,
+                                                          error, words):
+    x = rng.normal(size=(3, 32)).astype(np.float32)
+    t = np.array([0, 1, 2])
+    x = change_x(x) if change_x else x
+    t = change_t(t) if change_t else t
+    messages = {}
+    for backend in ("numba", "numpy"):
+        pb.set_backend(backend)
+        model = pb.load_model("sensor_mlp", seed=0)
+        optimizer = pb.SGD(model, lr=0.1)
+        before = model.parameter_vector.copy()
+        with pytest.raises(error) as caught:
+            model.train_step(x, t, pb.SoftmaxCrossEntropy(), optimizer)
+        np.testing.assert_array_equal(model.parameter_vector, before)  # nothing was done
+        assert optimizer.step_count == 0
+        messages[backend] = str(caught.value)
+    assert words in messages["numba"]
+    assert messages["numba"] == messages["numpy"]
+
+
+# -- whole float32 training runs --------------------------------------------------------------
+
+@pytest.mark.parametrize("name, batch", [("sensor_mlp", 8), ("sensor_mlp", 64), ("camera_cnn", 4),
+                                         ("seed_mlp", 4), ("seed_mlp", 32)])
+def test_backends_agree_on_float32_training(restore_backend, name, batch):
+    """50 SGD-with-momentum steps in float32. Each step's rounding differs by ~1 ulp between
+    backends and these learning rates do not amplify it much over 50 steps: parameters of
+    O(0.1) agree to <= 5e-7 absolute (measured); the tolerance allows 20x that. (Not Adam: its update
+    m/√v turns a gradient that is rounding noise in both backends into a full lr-sized step
+    of either sign, so single parameters legitimately part by ~lr.)"""
+    runs = [train(backend, name, OPTIMIZERS["sgd-momentum-decay"], np.float32, 50, batch)
+            for backend in ("numba", "numpy")]
+    (model_a, _, losses_a), (model_b, _, losses_b) = runs
+    np.testing.assert_allclose(losses_a, losses_b, rtol=1e-4, atol=1e-5)
+    np.testing.assert_allclose(model_a.parameter_vector, model_b.parameter_vector, rtol=1e-4, atol=1e-5)
+    assert losses_a[-1] < losses_a[0] * 1.5  # it trained, not diverged

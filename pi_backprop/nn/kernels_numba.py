@@ -18,6 +18,10 @@ import numpy as np
 # cache=True: compile once per machine, not per process. No parallel=True: it does not mix
 # with cache=True, and threads do not pay at these sizes.
 jit = functools.partial(numba.njit, cache=True, nogil=True)
+# For kernels whose inner loop is a sum (dot products, weight gradients): letting LLVM
+# reorder the sum (as BLAS does) is what vectorises it. Never "nnan"/"ninf": the NaN checks
+# and the divergence guard rely on NaN propagating.
+jit_reduce = functools.partial(numba.njit, cache=True, nogil=True, fastmath={"reassoc", "contract"})
 
 # From this many rows on, BLAS's matmul beats the hand loops (measured, BENCHMARKS.md).
 BLAS_MIN_ROWS = 16

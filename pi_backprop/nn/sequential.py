@@ -125,18 +125,45 @@ class Sequential:
         return delta
 
     def predict(self, x):
-        """Outputs for inputs, for inference: nothing is kept for a backward pass."""
+        """Outputs for inputs, for inference: nothing is kept for a backward pass.
+
+        With the numba backend this is one compiled call (see ``fused.py``).
+        """
+        program = self._fused_program_or_none()
+        if program is not None:
+            outputs = program.predict(self, x)
+            if outputs is not None:
+                return outputs
         x = self._check_input(x)
         for layer in self.layers:
             x = layer.predict(x)
         return x
 
     def train_step(self, x, t, loss, optimizer) -> float:
-        """One step of training: forward, loss, backward, optimizer update. Returns the loss."""
+        """One step of training: forward, loss, backward, optimizer update. Returns the loss.
+
+        With the numba backend, a supported model (the layers of this package), loss
+        (``MSELoss``, ``SoftmaxCrossEntropy``) and optimizer (``SGD``, ``Adam``) run as one
+        compiled call (``fused.py``): the parameters, ``layer.grads`` and the optimizer state
+        end up as the layer path leaves them (to rounding), but the layers' and the loss's
+        forward caches are not refreshed: call ``forward`` before calling ``backward`` yourself.
+        """
+        program = self._fused_program_or_none()
+        if program is not None:
+            value = program.train_step(self, x, t, loss, optimizer)
+            if value is not None:
+                return value
         value = loss.forward(self.forward(x), t)
         self.backward(loss.backward())
         optimizer.step()
         return value
+
+    def _fused_program_or_none(self):
+        """The compiled-program path of the numba backend, when it applies to this model."""
+        if self.input_shape is None or get_backend() != "numba":
+            return None
+        from .fused import program_for
+        return program_for(self)
 
     # -- description ------------------------------------------------------------------------
 

@@ -1,0 +1,222 @@
+"""The fused training step of the numba backend: a ``Sequential`` compiled to an op-code
+program that one compiled call runs end to end (forward, loss, backward, update).
+
+``Sequential.train_step`` and ``Sequential.predict`` use it when the backend is numba and
+every layer, the loss and the optimizer are of the kinds below; otherwise they run layer
+by layer. Results equal the layer path's to rounding (tests/test_backend_parity.py).
+
+Validation stays at the boundary and raises the layer path's errors: shapes and dtypes are
+checked here before the call; NaN/inf and label ranges are checked by the kernel before it
+touches anything, and on a failure the layer path's own validators produce the message.
+
+This module imports no numba; ``kernels_fused`` is imported on first use.
+"""
+
+import numpy as np
+
+from . import layers as L
+from .losses import MSELoss, SoftmaxCrossEntropy, check_targets
+from .optim import SGD, Adam
+
+# Mirrors of kernels_fused's constants (kept here so that building a program needs no numba).
+_KINDS = {L.Dense: 1, L.Conv2D: 2, L.MaxPool2D: 3, L.Flatten: 4, L.ReLU: 5, L.Sigmoid: 6, L.Tanh: 7}
+_NCOLS = 21
+_LOSSES = {SoftmaxCrossEntropy: 0, MSELoss: 1}
+_OPTIMIZERS = {SGD: 1, Adam: 2}
+_BAD_INPUT, _BAD_LABEL, _BAD_TARGET = -1.0, -2.0, -3.0
+_WORKSPACES_KEPT = 3  # batch sizes with a live workspace: training, last partial batch, predict
+# A dense-only network with at least this many multiply-adds per step (batch x Σ in·out)
+# trains faster layer by layer, where numpy's BLAS does the products, than in the fused
+# kernel's hand loops; below it the fused call's lower overhead wins. Measured on x86-64
+# (BENCHMARKS.md): W1 at batch 32 (135k) fused 36 µs vs 53 µs; W1 at 128 (541k) 116 vs 90 µs;
+# W3 at batch 16 (1.3M) 155 vs 130 µs. Convolutional networks always run fused.
+BLAS_MIN_MACS = 300_000
+
+
+def _kernels():
+    from . import kernels_fused
+    return kernels_fused
+
+
+class Program:
+    """A model's layers as op-code rows, plus per-batch-size workspaces.
+
+    ops : int64 (layers, 21), columns as ``kernels_fused`` names them; sizes per sample.
+    """
+
+    def __init__(self, model):
+        self.layer_ids = tuple(id(layer) for layer in model.layers)
+        self.input_shape = model.input_shape
+        self.input_size = int(np.prod(model.input_shape))
+        self.dtype = model.dtype
+        self.ops = np.zeros((len(model.layers), _NCOLS), np.int64)
+        self.classes = int(model.output_shapes[-1][0])
+        offsets = _param_offsets(model)
+        act_offset, arg_offset, cols_offset, scratch = 0, 0, 0, 0
+        shape, size = model.input_shape, self.input_size
+        max_size = size
+        for index, (layer, out_shape) in enumerate(zip(model.layers, model.output_shapes)):
+            out_size = int(np.prod(out_shape))
+            row = self.ops[index]
+            row[0] = _KINDS[type(layer)]
+            row[1], row[3], row[4] = act_offset, size, out_size
+            if isinstance(layer, L.Flatten):
+                row[2] = act_offset  # same memory, another shape
+            else:
+                act_offset += size
+                row[2] = act_offset
+            if isinstance(layer, L.Dense):
+                row[5], row[6] = offsets[id(layer)]
+                row[7], row[10] = layer.in_features, layer.out_features
+            elif isinstance(layer, (L.Conv2D, L.MaxPool2D)):
+                row[7], row[8], row[9] = shape
+                row[11], row[12] = out_shape[1], out_shape[2]
+                if isinstance(layer, L.Conv2D):
+                    row[5], row[6] = offsets[id(layer)]
+                    row[10] = layer.out_channels
+                    row[13:15], row[15:17], row[17:19] = layer.kernel_size, layer.stride, layer.padding
+                    row[20] = cols_offset
+                    cols = shape[0] * layer.kernel_size[0] * layer.kernel_size[1] * out_shape[1] * out_shape[2]
+                    cols_offset += cols
+                    scratch = max(scratch, cols)
+                else:
+                    row[10] = shape[0]
+                    row[13:15], row[15:17] = layer.pool_size, layer.stride
+                    row[19] = arg_offset
+                    arg_offset += out_size
+            shape, size = out_shape, out_size
+            max_size = max(max_size, size)
+        self.act_size = act_offset + size
+        self.arg_size = arg_offset
+        self.cols_size = cols_offset      # per sample
+        self.scratch_size = scratch       # per batch
+        self.max_size = max_size
+        self.output_offset = int(self.ops[-1, 2])
+        self.has_conv = bool((self.ops[:, 0] == 2).any())
+        self.dense_macs = int(sum(row[7] * row[10] for row in self.ops if row[0] == 1))
+        self._workspaces = {}
+        self._no_labels = np.zeros(0, np.int64)
+        self._no_targets = np.zeros(0, self.dtype)
+        self._no_buffer = np.zeros(0, self.dtype)
+
+    @classmethod
+    def supports(cls, model) -> bool:
+        return bool(model.layers) and model.output_shapes is not None and \
+            all(type(layer) in _KINDS for layer in model.layers) and len(model.output_shapes[-1]) == 1
+
+    def prefers_blas(self, N) -> bool:
+        """True when a batch of N runs faster layer by layer (see ``BLAS_MIN_MACS``)."""
+        return not self.has_conv and N * self.dense_macs >= BLAS_MIN_MACS
+
+    def matches(self, model) -> bool:
+        return self.layer_ids == tuple(id(layer) for layer in model.layers)
+
+    def workspace(self, N):
+        """(A, D, X, IDX, S) for batch size N, reused from call to call."""
+        space = self._workspaces.get(N)
+        if space is None:
+            if len(self._workspaces) >= _WORKSPACES_KEPT:
+                self._workspaces.pop(next(iter(self._workspaces)))
+            S = np.zeros(10, self.dtype)
+            S[0], S[1] = N, 1
+            space = (np.zeros(N * self.act_size, self.dtype), np.zeros(2 * N * self.max_size, self.dtype),
+                     np.zeros(N * self.cols_size + self.scratch_size, self.dtype),
+                     np.zeros(N * self.arg_size, np.int64), S)
+            self._workspaces[N] = space
+        return space
+
+    # -- entry points (the caller checked the backend and the model) ----------------------
+
+    def train_step(self, model, x, t, loss, optimizer):
+        """One fused step; returns the loss, or None when loss or optimizer is not supported."""
+        loss_kind = _LOSSES.get(type(loss))
+        opt_kind = _OPTIMIZERS.get(type(optimizer))
+        if loss_kind is None or opt_kind is None or optimizer.model is not model:
+            return None
+        if self.prefers_blas(_rows(x)):
+            return None
+        x = self._checked_input(model, x)
+        N, K = x.shape[0], self.classes
+        labels, targets, use_labels = self._no_labels, self._no_targets, True
+        t_array = t if isinstance(t, np.ndarray) else np.asarray(t)
+        if t_array.ndim == 1 and t_array.dtype == np.int64 and t_array.shape[0] == N:
+            labels = t_array
+        elif t_array.ndim == 2 and t_array.dtype == self.dtype and t_array.shape == (N, K) \
+                and t_array.flags.c_contiguous:
+            targets, use_labels = t_array.reshape(-1), False
+        else:  # other dtypes or shapes: the layer path's checks convert, or raise its errors
+            model._check_input(x)  # an input error comes first, as in the layer path
+            checked = check_targets(np.empty((N, K), self.dtype), t_array, type(loss).__name__)
+            if checked.ndim == 1:
+                labels = checked.astype(np.int64, copy=False)
+            else:
+                targets, use_labels = np.ascontiguousarray(checked).reshape(-1), False
+        A, D, X, IDX, S = self.workspace(N)
+        if opt_kind == 1:
+            S[2:5] = optimizer.lr, optimizer.momentum, optimizer.weight_decay
+            buf1, buf2 = optimizer.buffers["velocity"], self._no_buffer
+        else:
+            step = optimizer.step_count + 1
+            b1, b2 = optimizer.beta1, optimizer.beta2
+            S[2:10] = optimizer.lr, b1, 1 - b1, b2, 1 - b2, 1 - b1 ** step, 1 - b2 ** step, optimizer.eps
+            buf1, buf2 = optimizer.buffers["m"], optimizer.buffers["v"]
+        value = _kernels().train_step(self.ops, x.reshape(-1), labels, targets, use_labels, loss_kind,
+                                      model.parameter_vector, model.gradient_vector, A, D, X,
+                                      self.cols_size, IDX, S,
+                                      opt_kind, buf1, buf2)
+        if value < 0:
+            self._raise_for(model, value, x, t_array, loss, N, K)
+        optimizer.step_count += 1
+        return float(value)
+
+    def predict(self, model, x):
+        """Outputs (N, classes) for inputs (N, *input_shape); nothing kept. None when the
+        layer path is faster for this batch."""
+        if self.prefers_blas(_rows(x)):
+            return None
+        x = self._checked_input(model, x)
+        N = x.shape[0]
+        A, _, X, IDX, S = self.workspace(N)
+        if not _kernels().predict(self.ops, x.reshape(-1), N, model.parameter_vector, A, X, IDX, S[1]):
+            model._check_input(x)  # raises the layer path's error for NaN/inf
+        start = N * self.output_offset
+        return A[start:start + N * self.classes].reshape(N, self.classes).copy()
+
+    # -- validation ---------------------------------------------------------------------------
+
+    def _checked_input(self, model, x):
+        if isinstance(x, np.ndarray) and x.dtype == self.dtype and x.ndim >= 2 and x.shape[0] \
+                and x.shape[1:] == self.input_shape and x.flags.c_contiguous:
+            return x  # the kernel checks NaN/inf before any work
+        return model._check_input(x)
+
+    def _raise_for(self, model, status, x, t, loss, N, K):
+        if status == _BAD_INPUT:
+            model._check_input(x)
+        check_targets(np.empty((N, K), self.dtype), t, type(loss).__name__)
+        raise AssertionError(f"fused step reported status {status} but the inputs check out")
+
+
+def _rows(x):
+    shape = np.shape(x)
+    return shape[0] if shape else 0
+
+
+def _param_offsets(model):
+    """id(layer) -> (offset of W, offset of b) in ``model.parameter_vector``."""
+    base = model.parameter_vector.__array_interface__["data"][0]
+    item = model.dtype.itemsize
+    return {id(layer): tuple((layer.params[name].__array_interface__["data"][0] - base) // item
+                             for name in ("W", "b"))
+            for layer in model.layers if layer.params}
+
+
+def program_for(model):
+    """The model's cached ``Program``, built on first use; None if a layer is not supported."""
+    program = getattr(model, "_fused_program", None)
+    if program is not None and program.matches(model):
+        return program
+    if not Program.supports(model):
+        return None
+    model._fused_program = Program(model)
+    return model._fused_program

@@ -1,0 +1,592 @@
+"""One compiled call per training step: an interpreter of the op-code program of
+``fused.py`` that runs forward, loss, backward and the optimizer update on flat buffers.
+
+Why: a small network spends most of a layer-by-layer step calling kernels from Python
+(~1 µs a call, dozens per step); here the whole step is one call. The products are hand
+loops (numba's ``np.dot`` would need SciPy), written so that the innermost loop runs over
+contiguous memory and LLVM vectorises it.
+
+Buffers (all 1-D, batch-major, offsets in elements):
+    ops     int64 (L, NCOLS)   one row per layer, columns named below
+    A       activations: the input at 0, then each layer's output at N·ops[i, OUT]
+    D       deltas: two halves of N·max_size, used in turn
+    X       convolutions' im2col matrices at N·ops[i, COLS], then a dcols scratch
+    IDX     int64: max-pool arg-maxes at N·ops[i, ARG]
+    P, G    the model's parameter and gradient vectors
+    S       dtype scalars: [N, 1, optimizer hyper-parameters...]
+"""
+
+import numpy as np
+
+from .kernels_numba import _k_adam_update, _k_sgd_update, jit, jit_reduce
+
+# op kinds
+DENSE, CONV, POOL, FLATTEN, RELU, SIGMOID, TANH = 1, 2, 3, 4, 5, 6, 7
+# columns of an op row
+KIND, IN, OUT, IN_SIZE, OUT_SIZE, WOFF, BOFF, C, H, W, F, OH, OW, KH, KW, SH, SW, PH, PW, ARG, COLS = range(21)
+NCOLS = 21
+# losses, optimizers
+SOFTMAX_CE, MSE = 0, 1
+NO_UPDATE, SGD_UPDATE, ADAM_UPDATE = 0, 1, 2
+# status codes returned instead of a loss (a loss is never negative)
+BAD_INPUT, BAD_LABEL, BAD_TARGET = -1.0, -2.0, -3.0
+# scalar slots in S
+S_N, S_ONE, S_HYPER = 0, 1, 2
+
+
+# -- forward ops --------------------------------------------------------------------------
+# Each op takes views of its operands first: loops indexed by range() variables over views
+# vectorise, where the same loops over offsets into the flat buffers do not (numba must
+# allow for negative indices there).
+
+@jit
+def _dense_forward(A, xo, yo, P, wo, bo, N, I, O):
+    x = A[xo:xo + N * I].reshape(N, I)
+    y = A[yo:yo + N * O].reshape(N, O)
+    Wm = P[wo:wo + I * O].reshape(I, O)
+    b = P[bo:bo + O]
+    for n in range(N):
+        y[n, :] = b
+    # Four samples at a time: each row of W is loaded once for four rows of y.
+    n = 0
+    while n + 4 <= N:
+        y0, y1, y2, y3 = y[n], y[n + 1], y[n + 2], y[n + 3]
+        for i in range(I):
+            x0, x1, x2, x3, Wi = x[n, i], x[n + 1, i], x[n + 2, i], x[n + 3, i], Wm[i]
+            for o in range(O):
+                w = Wi[o]
+                y0[o] += x0 * w
+                y1[o] += x1 * w
+                y2[o] += x2 * w
+                y3[o] += x3 * w
+        n += 4
+    for n in range(n, N):
+        yn, xn = y[n], x[n]
+        for i in range(I):
+            xi, Wi = xn[i], Wm[i]
+            for o in range(O):
+                yn[o] += xi * Wi[o]
+
+
+@jit
+def _valid_range(OW, sw, j, pw, W):
+    """Output columns ow whose input column ow·sw + j − pw lies inside [0, W)."""
+    lo = 0 if j >= pw else (pw - j + sw - 1) // sw
+    last = W - 1 + pw - j
+    hi = 0 if last < 0 else min(OW, last // sw + 1)
+    return lo, max(lo, hi)
+
+
+@jit
+def _im2col(x, kh, kw, sh, sw, ph, pw, cols):
+    """cols (C·kh·kw, OH·OW) for one image x (C, H, W): row k = (c, i, j) holds the input
+    under weight (c, i, j) at every output position (0 in the padding)."""
+    C, H, W = x.shape
+    OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    k = 0
+    for c in range(C):
+        for i in range(kh):
+            for j in range(kw):
+                row = cols[k]
+                lo, hi = _valid_range(OW, sw, j, pw, W)
+                for oh in range(OH):
+                    ih = oh * sh + i - ph
+                    out = row[oh * OW:(oh + 1) * OW]
+                    if ih < 0 or ih >= H:
+                        out[:] = 0
+                        continue
+                    out[:lo] = 0
+                    out[hi:] = 0
+                    src = x[c, ih, lo * sw + j - pw:]
+                    for q in range(hi - lo):
+                        out[lo + q] = src[q * sw]
+                k += 1
+
+
+@jit
+def _conv_forward(A, xo, yo, X, co, P, wo, bo, N, C, H, W, F, OH, OW, kh, kw, sh, sw, ph, pw):
+    """y_n (F, OH·OW) = W (F, K) · cols_n (K, OH·OW) + b: the inner loop runs over all
+    output positions of a plane, long and contiguous. cols_n stays in X for backward."""
+    K, Q = C * kh * kw, OH * OW
+    x = A[xo:xo + N * C * H * W].reshape(N, C, H, W)
+    y = A[yo:yo + N * F * Q].reshape(N, F, Q)
+    cols = X[co:co + N * K * Q].reshape(N, K, Q)
+    Wk = P[wo:wo + F * K].reshape(F, K)
+    b = P[bo:bo + F]
+    for n in range(N):
+        _im2col(x[n], kh, kw, sh, sw, ph, pw, cols[n])
+        for f in range(F):
+            yf, Wf, bf = y[n, f], Wk[f], b[f]
+            for q in range(Q):
+                yf[q] = bf
+            for k in range(K):
+                w, ck = Wf[k], cols[n, k]
+                for q in range(Q):
+                    yf[q] += w * ck[q]
+
+
+@jit
+def _pool_forward(A, xo, yo, IDX, ao, N, C, H, W, OH, OW, kh, kw, sh, sw):
+    x = A[xo:xo + N * C * H * W].reshape(N * C, H, W)
+    y = A[yo:yo + N * C * OH * OW].reshape(N * C, OH, OW)
+    arg = IDX[ao:ao + N * C * OH * OW].reshape(N * C, OH, OW)
+    for nc in range(N * C):
+        xc = x[nc]
+        for oh in range(OH):
+            for ow in range(OW):
+                best = xc[oh * sh, ow * sw]
+                where = 0
+                for i in range(kh):
+                    for j in range(kw):
+                        value = xc[oh * sh + i, ow * sw + j]
+                        # first maximum in row-major order wins; NaN wins, as numpy's argmax
+                        if value > best or (value != value and best == best):
+                            best = value
+                            where = i * kw + j
+                y[nc, oh, ow] = best
+                arg[nc, oh, ow] = where
+
+
+@jit
+def _activation_forward(kind, A, xo, yo, size, one):
+    x = A[xo:xo + size]
+    y = A[yo:yo + size]
+    if kind == RELU:
+        for k in range(size):
+            z = x[k]
+            y[k] = z if (z > 0 or z != z) else 0
+    elif kind == SIGMOID:
+        for k in range(size):
+            y[k] = one / (one + np.exp(-x[k]))
+    else:
+        for k in range(size):
+            y[k] = np.tanh(x[k])
+
+
+@jit
+def _forward(ops, A, X, IDX, P, N, one):
+    for i in range(ops.shape[0]):
+        op = ops[i]
+        kind, xo, yo = op[KIND], N * op[IN], N * op[OUT]
+        if kind == DENSE:
+            _dense_forward(A, xo, yo, P, op[WOFF], op[BOFF], N, op[C], op[F])
+        elif kind == CONV:
+            _conv_forward(A, xo, yo, X, N * op[COLS], P, op[WOFF], op[BOFF], N, op[C], op[H], op[W],
+                          op[F], op[OH], op[OW], op[KH], op[KW], op[SH], op[SW], op[PH], op[PW])
+        elif kind == POOL:
+            _pool_forward(A, xo, yo, IDX, N * op[ARG], N, op[C], op[H], op[W], op[OH], op[OW],
+                          op[KH], op[KW], op[SH], op[SW])
+        elif kind != FLATTEN:
+            _activation_forward(kind, A, xo, yo, N * op[OUT_SIZE], one)
+
+
+# -- loss ---------------------------------------------------------------------------------
+
+@jit
+def _loss(kind, A, yo, N, K, labels, targets, use_labels, D, count, one):
+    """Mean loss over the batch (float64); ∂L/∂y into D[:N·K]. Formulas as in ``losses.py``."""
+    y = A[yo:yo + N * K].reshape(N, K)
+    d = D[:N * K].reshape(N, K)
+    total = 0.0
+    zero = one - one
+    for n in range(N):
+        yn, dn = y[n], d[n]
+        if kind == SOFTMAX_CE:
+            top = yn[0]
+            for k in range(1, K):
+                top = max(top, yn[k])
+            s = zero
+            for k in range(K):
+                s += np.exp(yn[k] - top)
+            log_sum = np.log(s)
+            for k in range(K):
+                log_prob = (yn[k] - top) - log_sum
+                t = (one if labels[n] == k else zero) if use_labels else targets[n * K + k]
+                total -= t * log_prob
+                dn[k] = (np.exp(log_prob) - t) / count
+        else:
+            for k in range(K):
+                t = (one if labels[n] == k else zero) if use_labels else targets[n * K + k]
+                diff = yn[k] - t
+                total += 0.5 * diff * diff
+                dn[k] = diff / count
+    return total / N
+
+
+# -- backward ops -------------------------------------------------------------------------
+
+@jit_reduce
+def _dense_backward(A, xo, P, wo, G, bo, D, do, dxo, N, I, O, need_dx):
+    x = A[xo:xo + N * I].reshape(N, I)
+    Wm = P[wo:wo + I * O].reshape(I, O)
+    dW = G[wo:wo + I * O].reshape(I, O)
+    db = G[bo:bo + O]
+    d = D[do:do + N * O].reshape(N, O)
+    dx = D[dxo:dxo + N * I].reshape(N, I)
+    db[:] = 0
+    for n in range(N):
+        dn = d[n]
+        for o in range(O):
+            db[o] += dn[o]
+    # Row i of dW and of W stay in L1 while the batch streams past.
+    for i in range(I):
+        dWi, Wi = dW[i], Wm[i]
+        dWi[:] = 0
+        for n in range(N):
+            xi, dn = x[n, i], d[n]
+            for o in range(O):
+                dWi[o] += xi * dn[o]
+        if need_dx:
+            for n in range(N):
+                dn = d[n]
+                s = dn[0] * Wi[0]
+                for o in range(1, O):
+                    s += dn[o] * Wi[o]
+                dx[n, i] = s
+
+
+@jit
+def _im2col(x, kh, kw, sh, sw, ph, pw, cols):
+    """cols (C·kh·kw, OH·OW) for one image x (C, H, W): row k = (c, i, j) holds the input
+    under weight (c, i, j) at every output position (0 in the padding)."""
+    C, H, W = x.shape
+    OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    k = 0
+    for c in range(C):
+        for i in range(kh):
+            for j in range(kw):
+                row = cols[k]
+                lo, hi = _valid_range(OW, sw, j, pw, W)
+                for oh in range(OH):
+                    ih = oh * sh + i - ph
+                    out = row[oh * OW:(oh + 1) * OW]
+                    if ih < 0 or ih >= H:
+                        out[:] = 0
+                        continue
+                    out[:lo] = 0
+                    out[hi:] = 0
+                    src = x[c, ih, lo * sw + j - pw:]
+                    for q in range(hi - lo):
+                        out[lo + q] = src[q * sw]
+                k += 1
+
+
+@jit
+def _conv_forward(A, xo, yo, X, co, P, wo, bo, N, C, H, W, F, OH, OW, kh, kw, sh, sw, ph, pw):
+    """y_n (F, OH·OW) = W (F, K) · cols_n (K, OH·OW) + b: the inner loop runs over all
+    output positions of a plane, long and contiguous. cols_n stays in X for backward."""
+    K, Q = C * kh * kw, OH * OW
+    x = A[xo:xo + N * C * H * W].reshape(N, C, H, W)
+    y = A[yo:yo + N * F * Q].reshape(N, F, Q)
+    cols = X[co:co + N * K * Q].reshape(N, K, Q)
+    Wk = P[wo:wo + F * K].reshape(F, K)
+    b = P[bo:bo + F]
+    for n in range(N):
+        _im2col(x[n], kh, kw, sh, sw, ph, pw, cols[n])
+        for f in range(F):
+            yf, Wf, bf = y[n, f], Wk[f], b[f]
+            for q in range(Q):
+                yf[q] = bf
+            for k in range(K):
+                w, ck = Wf[k], cols[n, k]
+                for q in range(Q):
+                    yf[q] += w * ck[q]
+
+
+@jit
+def _pool_forward(A, xo, yo, IDX, ao, N, C, H, W, OH, OW, kh, kw, sh, sw):
+    x = A[xo:xo + N * C * H * W].reshape(N * C, H, W)
+    y = A[yo:yo + N * C * OH * OW].reshape(N * C, OH, OW)
+    arg = IDX[ao:ao + N * C * OH * OW].reshape(N * C, OH, OW)
+    for nc in range(N * C):
+        xc = x[nc]
+        for oh in range(OH):
+            for ow in range(OW):
+                best = xc[oh * sh, ow * sw]
+                where = 0
+                for i in range(kh):
+                    for j in range(kw):
+                        value = xc[oh * sh + i, ow * sw + j]
+                        # first maximum in row-major order wins; NaN wins, as numpy's argmax
+                        if value > best or (value != value and best == best):
+                            best = value
+                            where = i * kw + j
+                y[nc, oh, ow] = best
+                arg[nc, oh, ow] = where
+
+
+@jit
+def _activation_forward(kind, A, xo, yo, size, one):
+    x = A[xo:xo + size]
+    y = A[yo:yo + size]
+    if kind == RELU:
+        for k in range(size):
+            z = x[k]
+            y[k] = z if (z > 0 or z != z) else 0
+    elif kind == SIGMOID:
+        for k in range(size):
+            y[k] = one / (one + np.exp(-x[k]))
+    else:
+        for k in range(size):
+            y[k] = np.tanh(x[k])
+
+
+@jit
+def _forward(ops, A, X, IDX, P, N, one):
+    for i in range(ops.shape[0]):
+        op = ops[i]
+        kind, xo, yo = op[KIND], N * op[IN], N * op[OUT]
+        if kind == DENSE:
+            _dense_forward(A, xo, yo, P, op[WOFF], op[BOFF], N, op[C], op[F])
+        elif kind == CONV:
+            _conv_forward(A, xo, yo, X, N * op[COLS], P, op[WOFF], op[BOFF], N, op[C], op[H], op[W],
+                          op[F], op[OH], op[OW], op[KH], op[KW], op[SH], op[SW], op[PH], op[PW])
+        elif kind == POOL:
+            _pool_forward(A, xo, yo, IDX, N * op[ARG], N, op[C], op[H], op[W], op[OH], op[OW],
+                          op[KH], op[KW], op[SH], op[SW])
+        elif kind != FLATTEN:
+            _activation_forward(kind, A, xo, yo, N * op[OUT_SIZE], one)
+
+
+# -- loss ---------------------------------------------------------------------------------
+
+@jit
+def _loss(kind, A, yo, N, K, labels, targets, use_labels, D, count, one):
+    """Mean loss over the batch (float64); ∂L/∂y into D[:N·K]. Formulas as in ``losses.py``."""
+    y = A[yo:yo + N * K].reshape(N, K)
+    d = D[:N * K].reshape(N, K)
+    total = 0.0
+    zero = one - one
+    for n in range(N):
+        yn, dn = y[n], d[n]
+        if kind == SOFTMAX_CE:
+            top = yn[0]
+            for k in range(1, K):
+                top = max(top, yn[k])
+            s = zero
+            for k in range(K):
+                s += np.exp(yn[k] - top)
+            log_sum = np.log(s)
+            for k in range(K):
+                log_prob = (yn[k] - top) - log_sum
+                t = (one if labels[n] == k else zero) if use_labels else targets[n * K + k]
+                total -= t * log_prob
+                dn[k] = (np.exp(log_prob) - t) / count
+        else:
+            for k in range(K):
+                t = (one if labels[n] == k else zero) if use_labels else targets[n * K + k]
+                diff = yn[k] - t
+                total += 0.5 * diff * diff
+                dn[k] = diff / count
+    return total / N
+
+
+# -- backward ops -------------------------------------------------------------------------
+
+@jit_reduce
+def _dense_backward(A, xo, P, wo, G, bo, D, do, dxo, N, I, O, need_dx):
+    x = A[xo:xo + N * I].reshape(N, I)
+    Wm = P[wo:wo + I * O].reshape(I, O)
+    dW = G[wo:wo + I * O].reshape(I, O)
+    db = G[bo:bo + O]
+    d = D[do:do + N * O].reshape(N, O)
+    dx = D[dxo:dxo + N * I].reshape(N, I)
+    dW[:, :] = 0
+    db[:] = 0
+    for n in range(N):
+        dn, xn = d[n], x[n]
+        for i in range(I):
+            xi, dWi = xn[i], dW[i]
+            for o in range(O):
+                dWi[o] += xi * dn[o]
+        for o in range(O):
+            db[o] += dn[o]
+        if need_dx:
+            dxn = dx[n]
+            for i in range(I):
+                Wi = Wm[i]
+                s = dn[0] * Wi[0]
+                for o in range(1, O):
+                    s += dn[o] * Wi[o]
+                dxn[i] = s
+
+
+@jit_reduce
+def _conv_backward(A, X, co, so, P, wo, G, bo, D, do, dxo, N, C, H, W, F, OH, OW, kh, kw, sh, sw,
+                   ph, pw, need_dx):
+    """dW (F, K) = Σ_n δ_n (F, Q) · cols_nᵀ; db = Σ δ; dx = col2im(Wᵀ · δ_n), with the scratch
+    dcols (K, Q) at X[so:]."""
+    K, Q = C * kh * kw, OH * OW
+    cols = X[co:co + N * K * Q].reshape(N, K, Q)
+    dcols = X[so:so + K * Q].reshape(K, Q)
+    Wk = P[wo:wo + F * K].reshape(F, K)
+    dW = G[wo:wo + F * K].reshape(F, K)
+    db = G[bo:bo + F]
+    d = D[do:do + N * F * Q].reshape(N, F, Q)
+    dx = D[dxo:dxo + N * C * H * W].reshape(N, C, H, W)
+    dW[:, :] = 0
+    db[:] = 0
+    for n in range(N):
+        for f in range(F):
+            df, dWf = d[n, f], dW[f]
+            acc = db[f]
+            for q in range(Q):
+                acc += df[q]
+            db[f] = acc
+            for k in range(K):
+                ck = cols[n, k]
+                acc = dWf[k]
+                for q in range(Q):
+                    acc += df[q] * ck[q]
+                dWf[k] = acc
+        if need_dx:
+            dcols[:, :] = 0
+            for f in range(F):
+                df, Wf = d[n, f], Wk[f]
+                for k in range(K):
+                    w, dk = Wf[k], dcols[k]
+                    for q in range(Q):
+                        dk[q] += w * df[q]
+            _col2im(dcols, kh, kw, sh, sw, ph, pw, dx[n])
+
+
+@jit
+def _col2im(dcols, kh, kw, sh, sw, ph, pw, dx):
+    """dx (C, H, W) = Σ over positions of dcols (C·kh·kw, OH·OW); the padding is dropped."""
+    C, H, W = dx.shape
+    OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
+    dx[...] = 0
+    k = 0
+    for c in range(C):
+        for i in range(kh):
+            for j in range(kw):
+                row = dcols[k]
+                lo, hi = _valid_range(OW, sw, j, pw, W)
+                for oh in range(OH):
+                    ih = oh * sh + i - ph
+                    if ih < 0 or ih >= H:
+                        continue
+                    src = row[oh * OW + lo:oh * OW + hi]
+                    dst = dx[c, ih, lo * sw + j - pw:]
+                    for q in range(hi - lo):
+                        dst[q * sw] += src[q]
+                k += 1
+
+
+@jit
+def _pool_backward(D, do, dxo, IDX, ao, N, C, H, W, OH, OW, kw, sh, sw):
+    d = D[do:do + N * C * OH * OW].reshape(N * C, OH, OW)
+    arg = IDX[ao:ao + N * C * OH * OW].reshape(N * C, OH, OW)
+    dx = D[dxo:dxo + N * C * H * W].reshape(N * C, H, W)
+    dx[...] = 0
+    for nc in range(N * C):
+        for oh in range(OH):
+            for ow in range(OW):
+                where = arg[nc, oh, ow]
+                dx[nc, oh * sh + where // kw, ow * sw + where % kw] += d[nc, oh, ow]
+
+
+@jit
+def _activation_backward(kind, A, yo, D, do, size, one):
+    """δ ⊙ f′(y), in place."""
+    y = A[yo:yo + size]
+    d = D[do:do + size]
+    if kind == RELU:
+        for k in range(size):
+            if not y[k] > 0:
+                d[k] = d[k] * 0
+    elif kind == SIGMOID:
+        for k in range(size):
+            d[k] = d[k] * y[k] * (one - y[k])
+    else:
+        for k in range(size):
+            d[k] = d[k] * (one - y[k] * y[k])
+
+
+@jit
+def _backward(ops, A, X, scratch, IDX, P, G, D, half, N, one):
+    """Back-propagate the δ in the first half of D; ∂L/∂x of layer 0 is not computed.
+    X holds the convolutions' cols, then (from N·scratch on) room for one dcols."""
+    do, dxo = 0, half
+    for i in range(ops.shape[0] - 1, -1, -1):
+        op = ops[i]
+        kind, xo, yo = op[KIND], N * op[IN], N * op[OUT]
+        need_dx = i > 0
+        if kind == DENSE:
+            _dense_backward(A, xo, P, op[WOFF], G, op[BOFF], D, do, dxo, N, op[C], op[F], need_dx)
+        elif kind == CONV:
+            _conv_backward(A, X, N * op[COLS], N * scratch, P, op[WOFF], G, op[BOFF], D, do, dxo, N,
+                           op[C], op[H], op[W], op[F], op[OH], op[OW], op[KH], op[KW], op[SH],
+                           op[SW], op[PH], op[PW], need_dx)
+        elif kind == POOL:
+            if need_dx:
+                _pool_backward(D, do, dxo, IDX, N * op[ARG], N, op[C], op[H], op[W], op[OH],
+                               op[OW], op[KW], op[SH], op[SW])
+        elif kind == FLATTEN:
+            continue
+        else:
+            if need_dx:
+                _activation_backward(kind, A, yo, D, do, N * op[OUT_SIZE], one)
+            continue
+        do, dxo = dxo, do
+
+
+# -- the entry points -----------------------------------------------------------------------
+
+@jit
+def _inputs_bad(A, x, labels, targets, use_labels, K):
+    """Check before any work; copy x into A. Returns a status code or 0.0."""
+    for k in range(x.size):
+        if not np.isfinite(x[k]):
+            return BAD_INPUT
+    if use_labels:
+        for n in range(labels.size):
+            if labels[n] < 0 or labels[n] >= K:
+                return BAD_LABEL
+    else:
+        for k in range(targets.size):
+            if not np.isfinite(targets[k]):
+                return BAD_TARGET
+    for k in range(x.size):
+        A[k] = x[k]
+    return 0.0
+
+
+@jit
+def train_step(ops, x, labels, targets, use_labels, loss_kind, P, G, A, D, X, scratch, IDX, S,
+               opt_kind, buf1, buf2):
+    """Forward, loss, backward, update for the batch x (N·input size,). Returns the mean loss
+    (>= 0), or a negative status code (BAD_*) when an input is unusable: then nothing changed.
+
+    Gradients are left in G exactly as the layers' backward would leave them.
+    """
+    N = labels.size if use_labels else targets.size // ops[ops.shape[0] - 1, OUT_SIZE]
+    last = ops[ops.shape[0] - 1]
+    K = last[OUT_SIZE]
+    status = _inputs_bad(A, x, labels, targets, use_labels, K)
+    if status != 0:
+        return status
+    one = S[S_ONE]
+    _forward(ops, A, X, IDX, P, N, one)
+    loss = _loss(loss_kind, A, N * last[OUT], N, K, labels, targets, use_labels, D, S[S_N], one)
+    _backward(ops, A, X, scratch, IDX, P, G, D, D.size // 2, N, one)
+    h = S_HYPER
+    if opt_kind == SGD_UPDATE:
+        _k_sgd_update(P, G, buf1, S[h], S[h + 1], S[h + 2])
+    elif opt_kind == ADAM_UPDATE:
+        _k_adam_update(P, G, buf1, buf2, S[h], S[h + 1], S[h + 2], S[h + 3], S[h + 4], S[h + 5],
+                       S[h + 6], S[h + 7])
+    return loss
+
+
+@jit
+def predict(ops, x, N, P, A, X, IDX, one):
+    """Forward only, for inference; the outputs are at A[N·ops[-1, OUT]:]. Returns False
+    (and does nothing) when x holds NaN or inf."""
+    for k in range(x.size):
+        if not np.isfinite(x[k]):
+            return False
+    for k in range(x.size):
+        A[k] = x[k]
+    _forward(ops, A, X, IDX, P, N, one)
+    return True
