@@ -28,6 +28,15 @@ def numpy_backend():
     pb.nn.backend._current = previous
 
 
+@pytest.fixture(autouse=True)
+def plain_logging(monkeypatch):
+    """Undo what an earlier in-process ``main()`` did to the ``pi_backprop`` logger (a handler on a
+    closed capture stream, propagate off), so caplog sees records whatever the test order."""
+    log = logging.getLogger("pi_backprop")
+    monkeypatch.setattr(log, "handlers", [])
+    monkeypatch.setattr(log, "propagate", True)
+
+
 def trainer(directory, **options):
     options = {"batch_size": 16, "checkpoint_every": 5, "eval_every": 10, **options}
     return Trainer(SENSOR, DATA, directory, **options)
