@@ -35,6 +35,7 @@ import numpy as np
 from .exc import ModelDefinitionError
 from .nn import layers as L
 from .nn.losses import MSELoss, SoftmaxCrossEntropy
+from .nn.optim import OPTIMIZERS
 from .nn.sequential import Sequential
 
 LOSSES = {"softmax_cross_entropy": SoftmaxCrossEntropy, "mse": MSELoss}
@@ -98,6 +99,12 @@ class ModelDefinition:
                 fail(f"training.{key} is unknown; known keys: {', '.join(TRAINING_KEYS)}")
             if not isinstance(value, kind) and not (kind is float and isinstance(value, int)) or isinstance(value, bool):
                 fail(f"training.{key} must be a {kind.__name__}, got {value!r}")
+            if key == "optimizer" and value not in OPTIMIZERS:
+                fail(f"training.optimizer {value!r} is unknown; choose {' or '.join(OPTIMIZERS)}")
+            if key in ("lr", "batch_size") and not value > 0:
+                fail(f"training.{key} must be > 0, got {value!r}")
+            if key in ("momentum", "weight_decay") and not value >= 0:
+                fail(f"training.{key} must be >= 0, got {value!r}")
         layer_specs = data["layers"]
         if not isinstance(layer_specs, list) or not layer_specs:
             fail("layers must be a non-empty list of [[layers]] tables")

@@ -1,6 +1,7 @@
 """Bad input gives one clear line naming the layer or key, expected and actual value;
 it is raised before any work is done; the command line prints it and exits 2."""
 
+import re
 import subprocess
 import sys
 
@@ -257,3 +258,17 @@ def test_cli_unknown_backend_from_environment_exits_2(tmp_path):
     assert env_result.returncode == 2, env_result.stderr
     assert env_result.stderr.count("\n") == 1 and "Traceback" not in env_result.stderr
     assert_mentions(env_result.stderr, ["PI_BACKPROP_BACKEND", "'bogus'"])
+
+
+@pytest.mark.parametrize("line, fragment", [
+    ("lr = -1", "training.lr must be > 0"),
+    ("batch_size = 0", "training.batch_size must be > 0"),
+    ('optimizer = "rmsprop"', "training.optimizer 'rmsprop' is unknown"),
+    ("momentum = -0.5", "training.momentum must be >= 0"),
+])
+def test_training_table_values_are_checked(tmp_path, line, fragment):
+    path = tmp_path / "m.toml"
+    path.write_text('name = "m"\ninput_shape = [2]\nclasses = ["a", "b"]\n'
+                    '[[layers]]\ntype = "dense"\nout_features = 2\n[training]\n' + line + "\n")
+    with pytest.raises(exc.ModelDefinitionError, match=re.escape(fragment)):
+        pb.load_definition(path)
