@@ -101,13 +101,14 @@ class Trainer:
     hooks          : callables ``hook(StepReport)`` called after every step
     stop_event     : ``threading.Event``; set it (from a signal handler or another thread)
                      to end ``run()`` after the current step with a checkpoint
-    resume         : False to ignore existing checkpoints (they are still pruned by ``keep``)
+    The newest intact checkpoint in ``checkpoint_dir`` is always resumed from; for a fresh
+    start use a new directory (older checkpoints are never overwritten by another run).
     """
 
     def __init__(self, definition, dataset, checkpoint_dir=None, *, optimizer=None, lr=None,
                  batch_size=None, seed=None, momentum=None, weight_decay=None, checkpoint_every=None,
                  eval_every=None, keep=ckpt.DEFAULT_KEEP, max_grad_norm=None, hooks=(), stop_event=None,
-                 resume=True, dtype=np.float32):
+                 dtype=np.float32):
         self.definition = definition
         self.dataset = dataset
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -132,14 +133,13 @@ class Trainer:
                 removed = ckpt.remove_temp_files(self.checkpoint_dir)
                 for path in removed:
                     _log.warning("removed %s, left by a checkpoint write that was cut short", path.name)
-                if resume:
-                    scan = ckpt.find_latest(self.checkpoint_dir, definition, dtype)
-                    latest, self.skipped = scan.latest, scan.skipped
+                scan = ckpt.find_latest(self.checkpoint_dir, definition, dtype)
+                latest, self.skipped = scan.latest, scan.skipped
             stored = latest.header.get("training", {}) if latest else {}
             self.settings = self._resolve(explicit, stored, latest)
-            self.checkpoint_every = _positive_int(
-                checkpoint_every or stored.get("checkpoint_every") or DEFAULT_CHECKPOINT_EVERY, "checkpoint_every")
-            self.eval_every = _positive_int(eval_every or stored.get("eval_every") or self.checkpoint_every,
+            self.checkpoint_every = _positive_int(_first_given(
+                checkpoint_every, stored.get("checkpoint_every"), DEFAULT_CHECKPOINT_EVERY), "checkpoint_every")
+            self.eval_every = _positive_int(_first_given(eval_every, stored.get("eval_every"), self.checkpoint_every),
                                             "eval_every")
             self.model = definition.build(seed=self.settings["seed"], dtype=dtype)
             self.optimizer = self._make_optimizer()
@@ -266,11 +266,13 @@ class Trainer:
 
     # -- running ------------------------------------------------------------------------------
 
-    def run(self, total_steps: int) -> RunResult:
+    def run(self, total_steps: int, end_of_run: bool = True) -> RunResult:
         """Train until ``step == total_steps`` or the stop event is set; checkpoint at the end.
 
         Evaluates every ``eval_every`` steps and at ``total_steps``; checkpoints every
-        ``checkpoint_every`` steps, at ``total_steps`` and when stopped. Raises
+        ``checkpoint_every`` steps, at ``total_steps`` and when stopped. With
+        ``end_of_run=False`` (training in bursts, as the service does) only the periodic
+        evaluations and checkpoints happen: call ``save_checkpoint()`` when stopping. Raises
         ``DivergenceError`` (nothing written) for a NaN/inf loss, ``CheckpointWriteError`` when
         a checkpoint cannot be written (training state intact; ``run()`` may be called again).
         """
@@ -290,15 +292,15 @@ class Trainer:
             self._check_divergence(value)
             losses.append(value)
             metrics = None
-            if self.step % self.eval_every == 0 or self.step == total_steps:
+            last = end_of_run and self.step == total_steps
+            if self.step % self.eval_every == 0 or last:
                 metrics = self.evaluate()
                 metrics["train_loss"] = float(np.mean(losses))
                 losses = []
                 self.metrics = dict(metrics, eval_step=self.step)
             self.metrics["last_loss"] = value
             saved = None
-            if self.checkpoint_dir is not None and (self.step % self.checkpoint_every == 0
-                                                    or self.step == total_steps):
+            if self.checkpoint_dir is not None and (self.step % self.checkpoint_every == 0 or last):
                 saved = written = self.save_checkpoint()
             report = StepReport(self.step, total_steps, value, metrics, saved,
                                 time.monotonic() - started_at, self.step - start)
@@ -306,7 +308,7 @@ class Trainer:
                 hook(report)
         if self.stop_event.is_set() and self.step < total_steps:
             stopped = True
-        if self.checkpoint_dir is not None and self.step != self._saved_step:
+        if end_of_run and self.checkpoint_dir is not None and self.step != self._saved_step:
             written = self.save_checkpoint()
         return RunResult(self.step, total_steps, stopped, written, dict(self.metrics))
 
@@ -393,6 +395,10 @@ class Trainer:
         self.optimizer.lr = min(lr, self.optimizer.lr)
         self._saved_step = self.step
         return info
+
+
+def _first_given(*values):
+    return next(value for value in values if value is not None)
 
 
 def _positive_int(value, what):

@@ -214,3 +214,37 @@ def test_progress_bar_on_a_terminal():
     text = stream.getvalue()
     assert text.startswith("\rstep 1/10 [##......................] loss 0.5000 acc - ") and "\rstep 10/10 [########################] loss 0.5000 acc 75.0%" in text
     assert text.endswith("\n")
+
+
+def test_bursts_without_end_of_run_match_one_run_and_checkpoint_only_periodically(tmp_path):
+    with trainer(tmp_path / "straight") as straight:
+        straight.run(TOTAL)
+        expected = state(straight)
+    directory = tmp_path / "bursts"
+    written = []
+    with trainer(directory, hooks=[lambda r: r.checkpoint and written.append(r.step)], keep=10) as t:
+        while t.step < TOTAL:
+            result = t.run(min(t.step + 7, TOTAL), end_of_run=False)
+            assert not result.stopped
+        assert state(t) == expected
+    assert written == [5, 10, 15, 20, 25, 30, 35]
+
+
+@pytest.mark.parametrize("stop", [3, 7])
+def test_camera_model_resumes_bit_identically_on_each_backend(tmp_path, backend, stop):
+    camera = pb.load_definition("camera_cnn")
+    data = open_dataset("sim:camera?n=40", camera)
+
+    def make(directory, **options):
+        return Trainer(camera, data, directory, batch_size=4, checkpoint_every=4, **options)
+
+    with make(tmp_path / "straight") as straight:
+        straight.run(10)
+        expected = state(straight)
+    hook = stop_at(stop)
+    with make(tmp_path / "stopped", hooks=[hook]) as t:
+        hook.trainer = t
+        assert t.run(10).step == stop
+    with make(tmp_path / "stopped") as t:
+        t.run(10)
+        assert state(t) == expected
