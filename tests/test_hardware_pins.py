@@ -91,3 +91,20 @@ def test_info_prints_what_it_found(capsys, monkeypatch, fresh_pins):
     else:
         assert fields["numba"] == f"{numba.__version__} (kernel cache: /tmp/pi-backprop-numba-test)"
     assert pins._chosen is None   # info looks, it does not keep a factory
+
+
+def test_hardware_modules_import_no_hardware_library_and_no_training_core():
+    import subprocess
+    code = ("import sys, importlib\n"
+            "before = set(sys.modules)\n"
+            "for name in ('camera', 'sensors', 'leds', 'buttons', 'pins', 'simulated', 'preprocess', 'pacing'):\n"
+            "    importlib.import_module('pi_backprop.hardware.' + name)\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('gpiozero', 'picamera2', 'numba')))\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    assert out.strip() == "[]"
+    import ast
+    from pathlib import Path
+    for path in Path(pins.__file__).parent.glob("*.py"):
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level:
+                assert not (node.module or "").startswith(("nn", "modeldef", "trainer", "service")), path

@@ -5,8 +5,7 @@ import pytest
 
 import pi_backprop as pb
 from pi_backprop.nn import backend as backend_module
-from pi_backprop.exc import ConfigError
-from pi_backprop.hardware.preprocess import frame_to_input
+from pi_backprop.exc import ConfigError, HardwareError
 from pi_backprop.hardware.simulated import (
     CAMERA_CLASSES, SENSOR_CLASSES, SimulatedCamera, SimulatedSensor, camera_dataset, render_frames,
     sensor_dataset,
@@ -88,8 +87,21 @@ def test_simulated_camera_rejects_unknown_class_and_closed_use():
         camera.show("square")
     camera.close()
     camera.close()  # idempotent
-    with pytest.raises(ConfigError, match="closed"):
+    with pytest.raises(HardwareError, match="closed"):
         camera.capture()
+
+
+def test_simulated_camera_captures_are_spaced_by_the_interval():
+    now, sleeps = [0.0], []
+
+    def sleep(seconds):
+        sleeps.append(seconds)
+        now[0] += seconds
+    camera = SimulatedCamera(resolution=(32, 24), interval=1.5, clock=lambda: now[0], sleep=sleep)
+    for _ in range(3):
+        camera.capture()
+        now[0] += 0.5
+    assert sleeps == pytest.approx([1.0, 1.0])
 
 
 def test_simulated_camera_input_matches_dataset_preprocessing():
@@ -134,7 +146,7 @@ def test_simulated_sensor_value_stream_is_deterministic_and_switches_class():
     assert first.last_label == 0 and still.std() < np.std(a[:64])
     with SimulatedSensor() as sensor:
         pass
-    with pytest.raises(ConfigError, match="closed"):
+    with pytest.raises(HardwareError, match="closed"):
         sensor.value
 
 

@@ -11,7 +11,8 @@ Pure numpy: no gpiozero, no picamera2, nothing from the training core.
 
 import numpy as np
 
-from ..exc import ConfigError
+from ..exc import ConfigError, HardwareError
+from .pacing import Pacer
 from .preprocess import frame_to_input
 
 CAMERA_CLASSES = ("empty", "circle", "square", "triangle", "cross", "ring", "diamond", "hbar", "vbar", "x")
@@ -161,6 +162,8 @@ class SimulatedCamera:
     seed        : int; the k-th capture is a pure function of (seed, k, class shown)
     resolution  : (width, height) of the frames in pixels
     class_names : the classes it can show, any of ``CAMERA_CLASSES``
+    interval    : seconds between captures at least, as for ``PiCamera`` (default 0)
+    clock, sleep: injectable time functions for the interval (tests)
     Frames are uint8 (height, width, 3) in R, G, B order (``channel_order = "RGB"``).
     ``show(label)`` chooses what the next captures show (as if the user held that object
     in front of the camera); ``show(None)`` (the default) picks a random class each time.
@@ -169,8 +172,10 @@ class SimulatedCamera:
 
     channel_order = "RGB"
 
-    def __init__(self, seed=0, resolution=(320, 240), class_names=CAMERA_CLASSES):
+    def __init__(self, seed=0, resolution=(320, 240), class_names=CAMERA_CLASSES, *, interval=0.0,
+                 clock=None, sleep=None):
         self.class_names = _check_names(class_names, CAMERA_CLASSES, "camera")
+        self._pacer = Pacer(interval, **{k: v for k, v in (("clock", clock), ("sleep", sleep)) if v is not None})
         self.resolution = tuple(int(d) for d in resolution)
         if len(self.resolution) != 2 or min(self.resolution) < 8:
             raise ConfigError(f"camera resolution must be (width, height) of at least 8 pixels, got {resolution}")
@@ -193,7 +198,8 @@ class SimulatedCamera:
     def capture(self) -> np.ndarray:
         """The next frame: uint8 (height, width, 3), R, G, B."""
         if self.closed:
-            raise ConfigError("the simulated camera is closed")
+            raise HardwareError("the simulated camera is closed")
+        self._pacer.wait()
         label = self._showing
         if label is None:
             label = int(self._choices.integers(len(self.class_names)))
@@ -305,7 +311,7 @@ class SimulatedSensor:
     def value(self) -> float:
         """The next reading, in [0, 1]."""
         if self.closed:
-            raise ConfigError("the simulated sensor is closed")
+            raise HardwareError("the simulated sensor is closed")
         if self._position >= self._buffer.size:
             rng = np.random.default_rng((_LIVE_STREAM, _SENSOR_STREAM, self.seed, self._segments))
             label = self._showing if self._showing is not None else int(rng.integers(len(self.class_names)))
