@@ -212,7 +212,8 @@ def test_progress_bar_on_a_terminal():
         progress(StepReport(step, 10, 0.5, {"eval_accuracy": 0.75} if step == 10 else None, None, 0.1 * step, step))
     progress.finish()
     text = stream.getvalue()
-    assert text.startswith("\rstep 1/10 [##......................] loss 0.5000 acc - ") and "\rstep 10/10 [########################] loss 0.5000 acc 75.0%" in text
+    assert text.startswith("\rstep 1/10 [##......................] loss 0.5000 acc - ")
+    assert "\rstep 10/10 [########################] loss 0.5000 acc 75.0%" in text
     assert text.endswith("\n")
 
 
