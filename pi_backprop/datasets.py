@@ -14,7 +14,6 @@ so it does not change when a store grows or the training seed changes.
 
 import dataclasses
 import hashlib
-import importlib
 import logging
 import urllib.parse
 import zipfile
@@ -229,18 +228,11 @@ def _simulated(spec, definition, dtype):
 
 
 def _from_store(path, definition, dtype):
-    """Read a sample-store database through ``pi_backprop.store`` (the service's module).
-
-    Expected: ``pi_backprop.store.read_dataset(path, class_names, input_shape)`` returning
-    ``(x, y, eval_mask)``: x float32 (N, *input_shape), y int64 (N,), eval_mask bool (N,)
-    from the store's own stable split; it raises ``DataError`` for an unreadable store.
-    """
+    """A sample-store database, with the store's own stable split (read-only: safe while
+    the service writes to it)."""
     if not path.is_file():
         raise DataError(f"sample store {str(path)!r} does not exist")
-    try:
-        store = importlib.import_module(f"{__package__}.store")
-    except ModuleNotFoundError:
-        raise DataError(f"{path}: reading a sample store needs pi_backprop.store, which this "
-                        "installation lacks; export it with `pi-backprop data export` to .npz") from None
-    x, y, eval_mask = store.read_dataset(path, tuple(definition.classes), tuple(definition.input_shape))
+    from .store import read_dataset  # sqlite3 only when a store is asked for
+
+    x, y, eval_mask = read_dataset(path, tuple(definition.classes), tuple(definition.input_shape))
     return Dataset.from_arrays(x, y, definition, source=str(path), eval_mask=eval_mask, dtype=dtype)

@@ -449,6 +449,14 @@ class SampleStore:
             finally:
                 db.execute("COMMIT")
 
+    def load_split(self):
+        """Every labelled sample with its side of the split: x float32 (N, *sample_shape),
+        y int64 (N,), eval_mask bool (N,) (True: validation). Training samples come first."""
+        x_train, y_train = self.load_arrays("train")
+        x_val, y_val = self.load_arrays("val")
+        eval_mask = np.concatenate([np.zeros(len(y_train), bool), np.ones(len(y_val), bool)])
+        return np.concatenate([x_train, x_val]), np.concatenate([y_train, y_val]), eval_mask
+
     def batch(self, rng: np.random.Generator, batch_size: int, split: str = "train"):
         """A class-balanced random batch: each row's class is drawn uniformly from the classes
         that have samples in the split, then a sample of that class uniformly.
@@ -711,12 +719,19 @@ def read_npz(path):
     return x, y, names
 
 
-def load_dataset(path, split: str = "all", validation_fraction: float = 0.2):
-    """Labelled samples of a store file, for ``pi-backprop train --data samples.db``.
+def read_dataset(path, class_names, input_shape):
+    """Labelled samples of a store file with the store's own split, for
+    ``pi-backprop train --data samples.db`` (``datasets.open_dataset`` calls this).
 
-    Opens the store read-only (safe while the service runs). Returns x : float32 (N, ...),
-    y : int64 (N,), class_names : tuple of str. ``split`` is "all", "train" or "val".
+    Opens the store read-only (safe while the service runs). Returns x : float32
+    (N, *input_shape), y : int64 (N,), eval_mask : bool (N,), True for the validation split.
+    ``DataError`` if the store was collected for other classes or another input shape.
     """
-    with SampleStore(path, readonly=True, validation_fraction=validation_fraction) as store:
-        x, y = store.load_arrays(split)
-        return x, y, store.class_names
+    with SampleStore(path, readonly=True) as store:
+        if store.class_names != tuple(class_names):
+            raise DataError(f"{path} holds samples of the classes {', '.join(store.class_names)}; "
+                            f"the model has {', '.join(class_names)}")
+        if store.sample_shape not in (None, tuple(input_shape)):
+            raise DataError(f"{path} holds samples of shape {store.sample_shape}; "
+                            f"the model takes {tuple(input_shape)}")
+        return store.load_split()

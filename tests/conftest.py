@@ -34,3 +34,15 @@ def backend(request):
 @pytest.fixture
 def rng():
     return np.random.default_rng(0)
+
+
+@pytest.fixture(autouse=True)
+def _restore_logging():
+    """``cli.main()`` points the pi_backprop logger at the stderr of the moment (pytest's
+    capture) and stops propagation; put it back so later tests' caplog sees records."""
+    import logging
+
+    logger = logging.getLogger("pi_backprop")
+    saved = (list(logger.handlers), logger.propagate, logger.level)
+    yield
+    logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]

@@ -110,13 +110,20 @@ def test_sim_sources_fit_and_are_deterministic():
         open_dataset("sim:sensor?n=8", pb.load_definition("seed_mlp"))
 
 
-def test_store_without_store_module_says_what_to_do(tmp_path, monkeypatch):
-    import sys
-    monkeypatch.setitem(sys.modules, "pi_backprop.store", None)   # as if not installed
-    path = tmp_path / "samples.db"
-    path.write_bytes(b"")
-    with pytest.raises(DataError, match="needs pi_backprop.store"):
-        open_dataset(path, SENSOR)
+def test_sample_store_as_data(tmp_path):
+    from pi_backprop.hardware.simulated import sensor_dataset
+    from pi_backprop.store import SampleStore
+
+    x, y = sensor_dataset(50, seed=3)
+    with SampleStore(tmp_path / "samples.db") as store:
+        store.set_class_names(SENSOR.classes)
+        store.add_samples(x, y, "test")
+        validation = sum(store.counts("val").values())
+    dataset = open_dataset(tmp_path / "samples.db", SENSOR)
+    assert len(dataset) == 50 and len(dataset.eval_index) == validation
+    assert sorted(map(tuple, dataset.x.tolist())) == sorted(map(tuple, x.tolist()))
+    with pytest.raises(DataError, match="classes"):
+        open_dataset(tmp_path / "samples.db", pb.load_definition("camera_cnn"))
 
 
 def test_held_out_split_is_stable_as_data_grows():

@@ -7,7 +7,7 @@ import pytest
 
 from pi_backprop.exc import DataError, ShapeError
 from pi_backprop.store import (
-    SampleStore, default_store_path, is_validation, load_dataset, read_npz, write_npz,
+    SampleStore, default_store_path, is_validation, read_dataset, read_npz, write_npz,
 )
 
 NAMES = ["still", "walking", "tapping"]
@@ -187,8 +187,12 @@ def test_reader_beside_a_writer(store, tmp_path):
         assert reader.counts() == {1: 1, 2: 1}
         with pytest.raises(DataError, match="read-only"):
             reader.add_sample(tagged(0, 0), 0)
-    x, y, names = load_dataset(store.path)
-    assert names == tuple(NAMES) and list(y) == [1, 2] and x.shape == (2, 4)
+    x, y, eval_mask = read_dataset(store.path, NAMES, (4,))
+    assert sorted(y) == [1, 2] and x.shape == (2, 4) and eval_mask.dtype == bool
+    with pytest.raises(DataError, match="classes"):
+        read_dataset(store.path, NAMES[::-1], (4,))
+    with pytest.raises(DataError, match="shape"):
+        read_dataset(store.path, NAMES, (5,))
 
 
 @pytest.mark.parametrize("prepare, message", [
@@ -322,3 +326,13 @@ def test_close_is_idempotent(store):
 def test_default_path_follows_the_state_directory(monkeypatch, tmp_path):
     monkeypatch.setenv("STATE_DIRECTORY", str(tmp_path / "state"))
     assert default_store_path() == tmp_path / "state" / "samples.db"
+
+
+def test_read_dataset_keeps_the_store_split(store):
+    for number in range(60):
+        store.add_sample(tagged(number % 3, number), number % 3)
+    x, y, eval_mask = read_dataset(store.path, NAMES, (4,))
+    validation = sum(store.counts("val").values())
+    assert 0 < validation < 60 and int(eval_mask.sum()) == validation and len(y) == 60
+    # each row keeps its own label: the tag encodes it
+    assert np.array_equal(x[:, 0] // 1000, y)
