@@ -23,6 +23,7 @@ _KINDS = {L.Dense: 1, L.Conv2D: 2, L.MaxPool2D: 3, L.Flatten: 4, L.ReLU: 5, L.Si
 _NCOLS = 21
 _LOSSES = {SoftmaxCrossEntropy: 0, MSELoss: 1}
 _OPTIMIZERS = {SGD: 1, Adam: 2}
+_FORWARD_ONLY = -1
 _BAD_INPUT, _BAD_LABEL, _BAD_TARGET = -1.0, -2.0, -3.0
 _WORKSPACES_KEPT = 3  # batch sizes with a live workspace: training, last partial batch, predict
 # A dense-only network with at least this many multiply-adds per step (batch x Σ in·out)
@@ -160,7 +161,7 @@ class Program:
             b1, b2 = optimizer.beta1, optimizer.beta2
             S[2:10] = optimizer.lr, b1, 1 - b1, b2, 1 - b2, 1 - b1 ** step, 1 - b2 ** step, optimizer.eps
             buf1, buf2 = optimizer.buffers["m"], optimizer.buffers["v"]
-        value = _kernels().train_step(self.ops, x.reshape(-1), labels, targets, use_labels, loss_kind,
+        value = _kernels().run(self.ops, N, x.reshape(-1), labels, targets, use_labels, loss_kind,
                                       model.parameter_vector, model.gradient_vector, A, D, X,
                                       self.cols_size, IDX, S,
                                       opt_kind, buf1, buf2)
@@ -176,8 +177,11 @@ class Program:
             return None
         x = self._checked_input(model, x)
         N = x.shape[0]
-        A, _, X, IDX, S = self.workspace(N)
-        if not _kernels().predict(self.ops, x.reshape(-1), N, model.parameter_vector, A, X, IDX, S[1]):
+        A, D, X, IDX, S = self.workspace(N)
+        status = _kernels().run(self.ops, N, x.reshape(-1), self._no_labels, self._no_targets, False, 0,
+                                model.parameter_vector, model.gradient_vector, A, D, X, self.cols_size,
+                                IDX, S, _FORWARD_ONLY, self._no_buffer, self._no_buffer)
+        if status < 0:
             model._check_input(x)  # raises the layer path's error for NaN/inf
         start = N * self.output_offset
         return A[start:start + N * self.classes].reshape(N, self.classes).copy()

@@ -27,7 +27,7 @@ KIND, IN, OUT, IN_SIZE, OUT_SIZE, WOFF, BOFF, C, H, W, F, OH, OW, KH, KW, SH, SW
 NCOLS = 21
 # losses, optimizers
 SOFTMAX_CE, MSE = 0, 1
-NO_UPDATE, SGD_UPDATE, ADAM_UPDATE = 0, 1, 2
+FORWARD_ONLY, NO_UPDATE, SGD_UPDATE, ADAM_UPDATE = -1, 0, 1, 2
 # status codes returned instead of a loss (a loss is never negative)
 BAD_INPUT, BAD_LABEL, BAD_TARGET = -1.0, -2.0, -3.0
 # scalar slots in S
@@ -504,9 +504,9 @@ def _activation_backward(kind, A, yo, D, do, size, one):
 
 
 @jit
-def _backward(ops, A, X, scratch, IDX, P, G, D, half, N, one):
+def _backward(ops, A, X, cols_size, IDX, P, G, D, half, N, one):
     """Back-propagate the δ in the first half of D; ∂L/∂x of layer 0 is not computed.
-    X holds the convolutions' cols, then (from N·scratch on) room for one dcols."""
+    X holds the convolutions' cols, then (from N·cols_size on) room for one dcols."""
     do, dxo = 0, half
     for i in range(ops.shape[0] - 1, -1, -1):
         op = ops[i]
@@ -515,7 +515,7 @@ def _backward(ops, A, X, scratch, IDX, P, G, D, half, N, one):
         if kind == DENSE:
             _dense_backward(A, xo, P, op[WOFF], G, op[BOFF], D, do, dxo, N, op[C], op[F], need_dx)
         elif kind == CONV:
-            _conv_backward(A, X, N * op[COLS], N * scratch, P, op[WOFF], G, op[BOFF], D, do, dxo, N,
+            _conv_backward(A, X, N * op[COLS], N * cols_size, P, op[WOFF], G, op[BOFF], D, do, dxo, N,
                            op[C], op[H], op[W], op[F], op[OH], op[OW], op[KH], op[KW], op[SH],
                            op[SW], op[PH], op[PW], need_dx)
         elif kind == POOL:
@@ -553,14 +553,16 @@ def _inputs_bad(A, x, labels, targets, use_labels, K):
 
 
 @jit
-def train_step(ops, x, labels, targets, use_labels, loss_kind, P, G, A, D, X, scratch, IDX, S,
-               opt_kind, buf1, buf2):
+def run(ops, N, x, labels, targets, use_labels, loss_kind, P, G, A, D, X, cols_size, IDX, S,
+        opt_kind, buf1, buf2):
     """Forward, loss, backward, update for the batch x (N·input size,). Returns the mean loss
     (>= 0), or a negative status code (BAD_*) when an input is unusable: then nothing changed.
-
     Gradients are left in G exactly as the layers' backward would leave them.
+
+    With opt_kind == FORWARD_ONLY: the forward pass alone (inference); outputs at
+    A[N·ops[-1, OUT]:], returns 0. (One entry point, not two: each compiled entry point costs
+    seconds of compile time on a Pi.)
     """
-    N = labels.size if use_labels else targets.size // ops[ops.shape[0] - 1, OUT_SIZE]
     last = ops[ops.shape[0] - 1]
     K = last[OUT_SIZE]
     status = _inputs_bad(A, x, labels, targets, use_labels, K)
@@ -568,8 +570,10 @@ def train_step(ops, x, labels, targets, use_labels, loss_kind, P, G, A, D, X, sc
         return status
     one = S[S_ONE]
     _forward(ops, A, X, IDX, P, N, one)
+    if opt_kind == FORWARD_ONLY:
+        return 0.0
     loss = _loss(loss_kind, A, N * last[OUT], N, K, labels, targets, use_labels, D, S[S_N], one)
-    _backward(ops, A, X, scratch, IDX, P, G, D, D.size // 2, N, one)
+    _backward(ops, A, X, cols_size, IDX, P, G, D, D.size // 2, N, one)
     h = S_HYPER
     if opt_kind == SGD_UPDATE:
         _k_sgd_update(P, G, buf1, S[h], S[h + 1], S[h + 2])
@@ -577,16 +581,3 @@ def train_step(ops, x, labels, targets, use_labels, loss_kind, P, G, A, D, X, sc
         _k_adam_update(P, G, buf1, buf2, S[h], S[h + 1], S[h + 2], S[h + 3], S[h + 4], S[h + 5],
                        S[h + 6], S[h + 7])
     return loss
-
-
-@jit
-def predict(ops, x, N, P, A, X, IDX, one):
-    """Forward only, for inference; the outputs are at A[N·ops[-1, OUT]:]. Returns False
-    (and does nothing) when x holds NaN or inf."""
-    for k in range(x.size):
-        if not np.isfinite(x[k]):
-            return False
-    for k in range(x.size):
-        A[k] = x[k]
-    _forward(ops, A, X, IDX, P, N, one)
-    return True

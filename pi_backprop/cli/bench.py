@@ -1,0 +1,24 @@
+"""``pi-backprop bench``: training steps of pi-backprop (numba, numpy) and PyTorch side by
+side, start-up time and peak memory; writes bench.json and bench.md (see BENCHMARKS.md)."""
+
+from ..exc import ConfigError
+
+
+def add_arguments(parser):
+    parser.add_argument("--output-dir", default=".", help="where bench.json and bench.md go (default: .)")
+    parser.add_argument("--repeats", type=int, default=7, help="interleaved repeats per measurement (default 7)")
+    parser.add_argument("--block-seconds", type=float, default=0.1,
+                        help="seconds of steps per timed block (default 0.1)")
+    parser.add_argument("--single-thread-only", action="store_true", help="skip the default-threads run")
+    parser.add_argument("--quick", action="store_true", help="3 short repeats: a smoke test, not a measurement")
+
+
+def run(args) -> int:
+    if args.repeats < 1 or args.block_seconds <= 0:
+        raise ConfigError(f"--repeats must be >= 1 and --block-seconds > 0, got {args.repeats}, {args.block_seconds}")
+    from .. import bench
+
+    _, text = bench.main(args.output_dir, args.repeats, args.block_seconds,
+                         default_threads=not args.single_thread_only, quick=args.quick)
+    print(text)
+    return 0
