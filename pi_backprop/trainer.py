@@ -86,7 +86,9 @@ class Trainer:
 
     definition     : ``ModelDefinition``
     dataset        : ``datasets.Dataset`` for that definition (may be replaced between runs
-                     through ``trainer.dataset = ...``; the order then follows the new data)
+                     through ``trainer.dataset = ...``; the order then follows the new data),
+                     or None until there are data (the service: resume first, collect, then
+                     train); ``run()`` and ``evaluate()`` need one
     checkpoint_dir : folder for ``ckpt-*.npz`` or None (no checkpoints, no resume). The
                      trainer holds an exclusive lock on ``DIR/.lock`` until ``close()``.
     optimizer, lr, batch_size, seed, momentum, weight_decay : None takes, in order, the
@@ -204,7 +206,7 @@ class Trainer:
             _log.warning("%s", note)
             self.warnings.append(note)
         data = info.header.get("data", {})
-        if data.get("fingerprint") not in (None, self.dataset.fingerprint):
+        if self.dataset is not None and data.get("fingerprint") not in (None, self.dataset.fingerprint):
             note = (f"the data ({self.dataset.source}) differ from those {info.path.name} was trained on "
                     f"({data.get('source')}); the run goes on with the new data")
             _log.warning("%s", note)
@@ -277,6 +279,8 @@ class Trainer:
         a checkpoint cannot be written (training state intact; ``run()`` may be called again).
         """
         total_steps = int(total_steps)
+        if self.dataset is None:
+            raise ConfigError("the trainer has no data yet: set trainer.dataset first")
         if total_steps < 0:
             raise ConfigError(f"total steps must be >= 0, got {total_steps}")
         x, y = self.dataset.x, self.dataset.y

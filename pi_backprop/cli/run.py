@@ -1,0 +1,50 @@
+"""``pi-backprop run``: the service loop (what systemd starts; ``--simulate`` on a desktop)."""
+
+import logging
+import math
+
+from ..config import load_config
+from ..logs import setup_logging
+
+_log = logging.getLogger("pi_backprop.run")
+
+
+def add_arguments(parser):
+    parser.add_argument("--config", metavar="FILE",
+                        help="TOML config (the service uses /etc/pi-backprop/config.toml); default: built-in defaults")
+    parser.add_argument("--simulate", action="store_true",
+                        help="simulated camera/sensor and gpiozero mock pins, whatever the config says")
+    parser.add_argument("--state-dir", metavar="DIR",
+                        help="where the sample store and checkpoints live (default: service.state_dir, "
+                             "$STATE_DIRECTORY, else ~/.local/state/pi-backprop)")
+    parser.add_argument("--until-accuracy", type=float, metavar="A",
+                        help="stop once the validation accuracy reaches A (0..1)")
+    parser.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds")
+
+
+def run(args) -> int:
+    from ..exc import ConfigError
+    from ..service import Service
+
+    if args.until_accuracy is not None and not 0 < args.until_accuracy <= 1:
+        raise ConfigError(f"--until-accuracy must be in (0, 1], got {args.until_accuracy}")
+    if args.max_seconds is not None and not args.max_seconds > 0:
+        raise ConfigError(f"--max-seconds must be > 0, got {args.max_seconds}")
+    config = load_config(args.config)
+    if not args.verbose:
+        setup_logging(level=config.logging.level)
+    if args.config is None:
+        _log.info("no --config given: built-in defaults (source %s, model %s)",
+                  config.source.kind, config.model.name)
+    with Service(config, config_path=args.config, simulate=args.simulate, state_dir=args.state_dir,
+                 until_accuracy=args.until_accuracy, max_seconds=args.max_seconds) as service:
+        summary = service.run()
+    accuracy = summary.get("accuracy")
+    live = summary.get("live_accuracy")
+    print(f"\nsummary: {summary['samples']} labelled samples, {summary['steps']} training steps, "
+          f"validation accuracy {'-' if accuracy is None else f'{accuracy:.1%}'}, "
+          f"live accuracy {'-' if live is None or math.isnan(live) else f'{live:.1%}'} (last 50 predictions)")
+    if summary.get("checkpoint"):
+        print(f"checkpoint: {summary['checkpoint']}")
+    print(f"state: {summary['state_dir']} (run the same command again to resume)")
+    return 0
