@@ -1,0 +1,133 @@
+"""``pi-backprop report``: PNG pictures of what was learned, from the state directory.
+
+    learning_curves.png   loss and accuracy against step, training and validation
+                          (the store's metrics history)
+    confusion_matrix.png  the newest checkpoint on the store's validation split
+    samples.png           the newest samples of each class as the model sees them, to check
+                          camera framing and labels
+
+A picture whose inputs do not exist yet (no history, no checkpoint) is skipped with a note,
+so the sample grid can be checked before any training. Needs matplotlib (the ``plot``
+extra); read-only on the state, safe while the service runs.
+"""
+
+import argparse
+from pathlib import Path
+
+import numpy as np
+
+from .. import plots
+from ..exc import CheckpointError, ConfigError, DataError
+from ..inference import load_newest
+from ..metrics import accuracy, confusion_matrix
+from ..store import DEFAULT_FILENAME, SampleStore
+from .evaluate import state_dir_of
+
+FILES = {"curves": "learning_curves.png", "confusion": "confusion_matrix.png", "samples": "samples.png"}
+
+EXAMPLES = """\
+examples:
+  pi-backprop report                                   pictures in ~/.local/state/pi-backprop/report
+  pi-backprop report --state-dir /var/lib/pi-backprop --out ~/report
+"""
+
+
+def add_arguments(parser):
+    parser.formatter_class = argparse.RawDescriptionHelpFormatter
+    parser.epilog = EXAMPLES
+    parser.add_argument("--state-dir", metavar="DIR",
+                        help="the service's state folder: checkpoints/ and samples.db "
+                             "(default: $STATE_DIRECTORY, else ~/.local/state/pi-backprop)")
+    parser.add_argument("--out", metavar="DIR", help="folder for the PNG files (default: STATE_DIR/report)")
+    parser.add_argument("--per-class", type=int, default=8, metavar="K",
+                        help="newest samples shown per class (default 8)")
+
+
+def run(args) -> int:
+    _require_matplotlib()
+    if not 1 <= args.per_class <= 50:
+        raise ConfigError(f"--per-class must be between 1 and 50, got {args.per_class}")
+    state_dir = state_dir_of(args)
+    store_path = state_dir / DEFAULT_FILENAME
+    if not store_path.is_file():
+        raise DataError(f"no sample store at {store_path}: give the service's --state-dir "
+                        "(e.g. /var/lib/pi-backprop)")
+    out = Path(args.out) if args.out else state_dir / "report"
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as error:
+        raise DataError(f"cannot create {out}: {error.strerror or error}; give another --out") from None
+    try:
+        loaded = load_newest(state_dir)
+    except CheckpointError as error:
+        loaded, no_model = None, str(error)
+    written, notes = [], []
+    with SampleStore(store_path, readonly=True) as store:
+        names = store.class_names
+        if not names:
+            raise DataError(f"{store_path} holds no classes yet: let the service collect samples first")
+        title = f"{loaded.definition.name}, step {loaded.info.step}" if loaded else str(state_dir)
+
+        history = _history(store.metrics())
+        if history is None:
+            notes.append("no training history in the store yet: learning curves skipped")
+        else:
+            path = out / FILES["curves"]
+            plots.learning_curves(history, path, title=f"learning curves: {title}")
+            written.append(path)
+
+        if loaded is None:
+            notes.append(f"confusion matrix skipped: {no_model}")
+        elif tuple(loaded.class_names) != tuple(names):
+            notes.append(f"confusion matrix skipped: the checkpoint's classes {list(loaded.class_names)} "
+                         f"differ from the store's {list(names)}")
+        else:
+            x, y = store.load_arrays("val")
+            if len(y) == 0:
+                notes.append("confusion matrix skipped: the validation split holds no samples yet")
+            elif x.shape[1:] != tuple(loaded.definition.input_shape):
+                notes.append(f"confusion matrix skipped: the store holds samples of shape {x.shape[1:]}, "
+                             f"the model takes {tuple(loaded.definition.input_shape)}")
+            else:
+                matrix = confusion_matrix(y, loaded.predict_classes(x), len(names))
+                path = out / FILES["confusion"]
+                plots.confusion_picture(matrix, names, path,
+                                        title=f"validation: {len(y)} samples, accuracy "
+                                              f"{100 * accuracy(matrix):.1f}%\n{title}")
+                written.append(path)
+
+        x, y = store.load_arrays("all")
+        if len(y) == 0:
+            notes.append("no labelled samples yet: sample grid skipped")
+        else:
+            newest = [x[np.flatnonzero(y == label)[-args.per_class:]] for label in range(len(names))]
+            path = out / FILES["samples"]
+            plots.sample_grid(newest, names, path,
+                              title=f"newest {args.per_class} samples per class, as the model sees them")
+            written.append(path)
+    for note in notes:
+        print(note)
+    for path in written:
+        print(f"wrote {path}")
+    if not written:
+        raise DataError(f"nothing to draw yet in {state_dir}: run the service to collect and train first")
+    return 0
+
+
+def _require_matplotlib():
+    """Fail before any work, with the install hint, when matplotlib is missing."""
+    try:
+        import matplotlib  # noqa: F401
+    except ImportError:
+        raise ConfigError(plots.INSTALL_HINT) from None
+
+
+def _history(metrics):
+    """The store's metric rows as ``plots.learning_curves`` wants them (NaN for a missing
+    value), or None when there are none."""
+    if not metrics:
+        return None
+    columns = {"step": [m.step for m in metrics]}
+    for key in ("loss", "accuracy", "val_loss", "val_accuracy"):
+        columns[key] = [np.nan if getattr(m, key) is None else getattr(m, key) for m in metrics]
+    return {key: np.asarray(values, dtype=float) for key, values in columns.items()}
