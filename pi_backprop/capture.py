@@ -14,12 +14,14 @@ import time
 
 import numpy as np
 
-from .exc import ConfigError, PiBackpropError
+from .exc import ConfigError, HardwareError, PiBackpropError
 
 _log = logging.getLogger(__name__)
 
 QUEUE_SIZE = 64            # samples waiting for the service loop; beyond this the oldest wait is lost
+FIRST_BACKOFF = 1.0        # seconds before the first retry of a failing source; doubles each time
 MAX_BACKOFF = 60.0         # seconds between retries of a failing source, at most
+RECHECK = 0.5              # seconds between looks at a changed interval while waiting
 
 
 @dataclasses.dataclass(frozen=True)
@@ -110,7 +112,7 @@ class Capture:
             return None
 
     def _loop(self):
-        backoff = 1.0
+        backoff = FIRST_BACKOFF
         while not self.stop_event.is_set():
             started = time.monotonic()
             try:
@@ -118,35 +120,47 @@ class Capture:
                     self.before()
                 x = self.read()
                 label = self.labeller()
-            except PiBackpropError as error:
+            except Exception as error:   # noqa: BLE001 - a failing part must not end capturing for good
                 self.failures += 1
                 if not self.failing or self.failures % 10 == 0:
-                    _log.warning("capture failed (%d in a row): %s; retrying in %.0f s", self.failures, error, backoff)
+                    # Our own errors are one line; anything else is unexpected: keep its traceback.
+                    _log.warning("capture failed (%d in a row): %s; retrying in %.0f s", self.failures, error,
+                                 backoff, exc_info=not isinstance(error, PiBackpropError))
                 self.failing = True
                 self.stop_event.wait(backoff)
                 backoff = min(backoff * 2, MAX_BACKOFF)
                 continue
             if self.failing:
                 _log.info("capture works again after %d failures", self.failures)
-            self.failing, self.failures, backoff = False, 0, 1.0
+            self.failing, self.failures, backoff = False, 0, FIRST_BACKOFF
             sample = Sample(x, label, time.time(), self.shown() if self.shown else None)
             self.captured += 1
             try:
                 self._queue.put_nowait(sample)
             except queue.Full:
                 _log.debug("service loop is behind: a sample was dropped")
-            self.stop_event.wait(max(0.0, self.interval - (time.monotonic() - started)))
+            self._wait_until(started)
 
-    def join(self, timeout=2.0):
+    def _wait_until(self, started):
+        """Wait out the interval since ``started``; a stop ends it at once, and a new
+        ``interval`` (SIGHUP) takes effect within ``RECHECK`` seconds, not after an hour."""
+        while not self.stop_event.is_set():
+            remaining = started + self.interval - time.monotonic()
+            if remaining <= 0:
+                return
+            self.stop_event.wait(min(remaining, RECHECK))
+
+    def join(self, timeout=1.0):
         if self._thread.is_alive():
             self._thread.join(timeout)
 
 
-def open_source(config, definition, stack, *, simulate):
+def open_source(config, definition, stack, *, simulate, stop_event=None):
     """Open the configured source on ``stack`` (an ExitStack).
 
     Returns ``(read, simulated_source_or_None)``: ``read()`` gives one model input,
-    float32 ``definition.input_shape``. Simulation is forced with ``simulate``.
+    float32 ``definition.input_shape``. Simulation is forced with ``simulate``. A sensor
+    window's waits end early once ``stop_event`` is set (a slow rate must not delay a stop).
     """
     from .hardware.preprocess import frame_to_input
 
@@ -164,7 +178,14 @@ def open_source(config, definition, stack, *, simulate):
                                                          class_names=definition.classes))
         else:
             from .hardware.camera import PiCamera
-            camera = stack.enter_context(PiCamera(resolution=tuple(config.source.camera_resolution)))
+            from .hardware.pins import pi_model
+            try:
+                camera = stack.enter_context(PiCamera(resolution=tuple(config.source.camera_resolution)))
+            except HardwareError as error:
+                if pi_model() is not None:
+                    raise
+                raise HardwareError(f"{error} (this is not a Raspberry Pi: use --simulate, or "
+                                    'source.kind = "simulated-camera")') from None
         order = camera.channel_order
         return (lambda: frame_to_input(camera.capture(), shape, channel_order=order)), \
             (camera if kind == "simulated-camera" else None)
@@ -189,7 +210,8 @@ def open_source(config, definition, stack, *, simulate):
         devices = [open_adc_channel(config.source.sensor_device.lower(), channel,
                                     device=config.source.sensor_spi_device) for channel in channels]
         rate = config.source.sensor_rate
-    sensor = stack.enter_context(SensorSource(devices, window=window, rate=rate))
+    sleep = None if stop_event is None else stop_event.wait
+    sensor = stack.enter_context(SensorSource(devices, window=window, rate=rate, sleep=sleep))
     return sensor.read_window, simulated
 
 
