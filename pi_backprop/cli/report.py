@@ -101,8 +101,10 @@ def run(args) -> int:
             notes.append("no labelled samples yet: sample grid skipped")
         else:
             newest = [x[np.flatnonzero(y == label)[-args.per_class:]] for label in range(len(names))]
+            # The count under each name shows at a glance a class that is short of samples.
+            labels = [f"{name}\n({int(np.sum(y == i))})" for i, name in enumerate(names)]
             path = out / FILES["samples"]
-            plots.sample_grid(newest, names, path,
+            plots.sample_grid(newest, labels, path,
                               title=f"newest {args.per_class} samples per class, as the model sees them")
             written.append(path)
     for note in notes:
