@@ -44,7 +44,6 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
-    _require_matplotlib()
     if not 1 <= args.per_class <= 50:
         raise ConfigError(f"--per-class must be between 1 and 50, got {args.per_class}")
     state_dir = state_dir_of(args)
@@ -52,6 +51,7 @@ def run(args) -> int:
     if not store_path.is_file():
         raise DataError(f"no sample store at {store_path}: give the service's --state-dir "
                         "(e.g. /var/lib/pi-backprop)")
+    _require_matplotlib()  # before any work is done
     out = Path(args.out) if args.out else state_dir / "report"
     try:
         out.mkdir(parents=True, exist_ok=True)
