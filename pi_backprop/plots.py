@@ -74,6 +74,8 @@ def sample_grid(samples_by_class, class_names, path, title="recent samples per c
     """
     plt = _pyplot()
     columns = max([len(s) for s in samples_by_class] + [1])
+    vectors = [np.asarray(s) for s in samples_by_class if len(s) and np.asarray(s).ndim == 2]
+    limits = (min(v.min() for v in vectors), max(v.max() for v in vectors)) if vectors else (0, 1)
     rows = len(class_names)
     fig, axes = plt.subplots(rows, columns, figsize=(1.3 * columns + 1, 1.3 * rows + 0.6),
                              squeeze=False, constrained_layout=True)
@@ -93,6 +95,7 @@ def sample_grid(samples_by_class, class_names, path, title="recent samples per c
                 ax.imshow(np.clip(picture, 0, 1), cmap="gray" if sample.shape[0] == 1 else None, vmin=0, vmax=1)
             else:
                 ax.plot(sample.reshape(-1), linewidth=0.8)
+                ax.set_ylim(*limits)  # one scale for all, so a quiet window looks quiet
     fig.suptitle(title)
     fig.savefig(path, dpi=100)
     plt.close(fig)

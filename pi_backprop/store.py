@@ -449,6 +449,18 @@ class SampleStore:
             finally:
                 db.execute("COMMIT")
 
+    def newest(self, label: int, count: int) -> np.ndarray:
+        """The newest ``count`` samples of class ``label``, oldest first: float32 (k, *sample_shape).
+
+        Reads only those rows, so a report on a full store stays small in memory.
+        """
+        with self._lock:
+            rows = self._conn().execute(
+                "SELECT label, shape, dtype, data FROM samples WHERE label = ? ORDER BY id DESC LIMIT ?",
+                (int(label), int(count))).fetchall()
+        x, _ = _fill_arrays(rows[::-1], len(rows), self.sample_shape)
+        return x
+
     def load_split(self):
         """Every labelled sample with its side of the split: x float32 (N, *sample_shape),
         y int64 (N,), eval_mask bool (N,) (True: validation). Training samples come first."""

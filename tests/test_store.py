@@ -336,3 +336,11 @@ def test_read_dataset_keeps_the_store_split(store):
     assert 0 < validation < 60 and int(eval_mask.sum()) == validation and len(y) == 60
     # each row keeps its own label: the tag encodes it
     assert np.array_equal(x[:, 0] // 1000, y)
+
+
+def test_newest_reads_only_the_newest_of_a_class(store):
+    for number in range(12):
+        store.add_sample(tagged(number % 2, number), number % 2)
+    newest = store.newest(1, 3)
+    assert newest.shape == (3, 4) and list(newest[:, 0]) == [1007, 1009, 1011]
+    assert store.newest(2, 5).shape == (0, 4)

@@ -96,13 +96,13 @@ def run(args) -> int:
                                               f"{100 * accuracy(matrix):.1f}%\n{title}")
                 written.append(path)
 
-        x, y = store.load_arrays("all")
-        if len(y) == 0:
+        counts = store.class_counts("all")
+        if counts.sum() == 0:
             notes.append("no labelled samples yet: sample grid skipped")
         else:
-            newest = [x[np.flatnonzero(y == label)[-args.per_class:]] for label in range(len(names))]
+            newest = [store.newest(label, args.per_class) for label in range(len(names))]
             # The count under each name shows at a glance a class that is short of samples.
-            labels = [f"{name}\n({int(np.sum(y == i))})" for i, name in enumerate(names)]
+            labels = [f"{name}\n({int(counts[i])})" for i, name in enumerate(names)]
             path = out / FILES["samples"]
             plots.sample_grid(newest, labels, path,
                               title=f"newest {args.per_class} samples per class, as the model sees them")
