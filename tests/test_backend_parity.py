@@ -203,6 +203,8 @@ def train(backend, name, make_optimizer, dtype, steps, batch, targets="labels", 
         t = rng.integers(0, classes, batch)
         if targets == "one-hot":
             t = np.eye(classes, dtype=dtype)[t]
+        elif targets == "soft":  # real targets whose rows do not sum to 1
+            t = rng.uniform(0, 1, size=(batch, classes)).astype(dtype)
         losses.append(model.train_step(x, t, loss, optimizer))
     return model, optimizer, losses
 
@@ -232,7 +234,8 @@ def test_fused_step_matches_layer_path(restore_backend, name, opt):
         close(fused[1].buffers[key], buffer, np.float64, factor=100)  # Adam's v ~ g²: relative
 
 
-@pytest.mark.parametrize("name, targets", [("sensor_mlp", "one-hot"), ("seed_mlp", "labels")])
+@pytest.mark.parametrize("name, targets", [("sensor_mlp", "one-hot"), ("seed_mlp", "labels"),
+                                           ("sensor_mlp", "soft"), ("camera_cnn", "soft")])
 def test_fused_step_target_forms(restore_backend, name, targets):
     fused = train("numba", name, OPTIMIZERS["adam"], np.float64, 3, 2, targets=targets)
     layers = train("numpy", name, OPTIMIZERS["adam"], np.float64, 3, 2, targets=targets)
