@@ -38,6 +38,7 @@ MIN_TRAINING_CLASSES = 2     # classes with enough samples before training start
 MIN_VALIDATION = 30          # validation samples before --until-accuracy may end a run
 EVAL_SECONDS = 2.0           # evaluate at most this often (and at every checkpoint)
 ACCURACY_SAMPLE = 256        # training samples scored for the train-accuracy curve
+ERROR_SECONDS = 10.0         # the error pattern stays this long after a part failed, to be seen
 
 
 def balanced_index(train_index, labels) -> np.ndarray:
@@ -73,8 +74,12 @@ class Service:
         check_pins_for_classes(config, self.definition)
         self._stack = contextlib.ExitStack()
         self._reload_requested = False
-        self.trainer = self.store = self.lights = self.capture = self.operator = None
+        self.trainer = self.store = self.lights = self.capture = self.operator = self.buttons = None
         self.training_stopped = False
+        self._error_until = -math.inf    # monotonic time until which the LEDs show "error"
+        self._shown = None               # the LED state last asked for (a flash returns to it)
+        self._logged_light = None
+        self._last_ping = -math.inf
         self.rollbacks = 0
         self.summary = {}
 
@@ -104,7 +109,11 @@ class Service:
         if config.model.backend != "auto":
             from .nn import set_backend
             set_backend(config.model.backend)
-        self.state_dir.mkdir(parents=True, exist_ok=True)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"cannot create the state directory {self.state_dir}: {error.strerror or error}; "
+                              "give a writable one with --state-dir or service.state_dir") from None
         self.lights = self._stack.enter_context(self._open_lights())
         self.lights.set_state("starting")
         store_path = Path(config.store.path) if config.store.path else self.state_dir / "samples.db"
@@ -117,8 +126,10 @@ class Service:
             raise DataError(f"{store_path} holds samples of shape {self.store.sample_shape}, but model "
                             f"{definition.name!r} takes {definition.input_shape}; export and clear it first "
                             "(pi-backprop data export/clear) or set store.path")
-        read, simulated = open_source(config, definition, self._stack, simulate=self.simulate)
+        read, simulated = open_source(config, definition, self._stack, simulate=self.simulate,
+                                      stop_event=self.stop_event)
         buttons, button_pins = self._open_buttons()
+        self.buttons = buttons
         labeller = buttons.take_label if buttons is not None else (lambda: None)
         if simulated is not None and config.labels.simulated:
             self.operator = SimulatedOperator(simulated, len(definition.classes), buttons=buttons,
@@ -222,6 +233,7 @@ class Service:
                 got_samples = self._take_samples()
                 trained = self._train_burst()
                 self._checkpoint_if_due()
+                self._update_lights()
                 self._report_status()
                 if self._finished():
                     break
@@ -236,6 +248,7 @@ class Service:
         got = False
         while (sample := self.capture.get()) is not None:
             self._handle_sample(sample)
+            self._ping_watchdog()       # a slow store must not starve the watchdog
             got = True
         return got
 
@@ -250,15 +263,12 @@ class Service:
                                   time=sample.time)
         except DataError as error:       # disk full, database locked: keep going, say so
             _log.warning("sample not stored: %s", error)
-            self.lights.set_state("error")
+            self._part_failed()
 
     def _train_burst(self) -> bool:
         if self.training_stopped or not self.config.training.enabled or not self._refresh_dataset():
-            if self.lights.state in ("starting", None):
-                self.lights.set_state("collecting")
             return False
-        if self.lights.state not in ("training", "checkpoint") and not self.capture.failing:
-            self.lights.set_state("training")
+        self._update_lights()
         trainer = self.trainer
         try:
             trainer.run(trainer.step + self.config.training.burst_steps, end_of_run=False)
@@ -268,7 +278,7 @@ class Service:
         except CheckpointWriteError as error:
             _log.error("checkpoint not written: %s; training goes on, next try in %.0f s",
                        error, self.config.training.checkpoint_every_seconds)
-            self.lights.set_state("error")
+            self._part_failed()
             self._last_checkpoint_time = time.monotonic()
         if time.monotonic() - self._last_eval >= EVAL_SECONDS:
             self._evaluate()
@@ -277,20 +287,30 @@ class Service:
     def _refresh_dataset(self) -> bool:
         """Reload the training data from the store when it has grown; True if training can go on."""
         now = time.monotonic()
-        counts = self.store.class_counts("train")
-        total = int(self.store.class_counts("val").sum() + counts.sum())
-        if total != self._dataset_count and now >= self._next_refresh:
-            if (counts >= self.config.training.min_samples_per_class).sum() >= MIN_TRAINING_CLASSES:
+        if now < self._next_refresh:
+            return self.trainer.dataset is not None
+        try:
+            counts = self.store.class_counts("train")
+            total = int(self.store.class_counts("val").sum() + counts.sum())
+            if total != self._dataset_count and \
+                    (counts >= self.config.training.min_samples_per_class).sum() >= MIN_TRAINING_CLASSES:
+                # Let go of the old copy first: the store's data are held once, not twice.
+                self.trainer.dataset = None
                 x, y, eval_mask = self.store.load_split()
                 dataset = Dataset.from_arrays(x, y, self.definition, source=str(self.store.path), eval_mask=eval_mask)
                 dataset.train_index = balanced_index(dataset.train_index, dataset.y)
                 self.trainer.dataset = dataset
                 self._dataset_count = total
-                # Reading the store costs time: the bigger it is, the less often.
-                self._next_refresh = now + max(2.0, 20 * (time.monotonic() - now))
+        except DataError as error:      # a locked or failing store: train on when it reads again
+            _log.warning("training data not read from the store: %s", error)
+            self._part_failed()
+            self._dataset_count = -1
+        # Reading the store costs time: the bigger it is, the less often.
+        self._next_refresh = now + max(2.0, 20 * (time.monotonic() - now))
         return self.trainer.dataset is not None
 
     def _after_step(self, report):
+        self._ping_watchdog()
         self._burst_losses.append(report.loss)
         if report.checkpoint is not None:
             self._checkpoint_written(report.checkpoint)
@@ -320,14 +340,15 @@ class Service:
         trainer.optimizer.lr *= self.config.training.lr_backoff
         with contextlib.suppress(DataError):
             self.store.drop_metrics_after(trainer.step)
-        self.lights.set_state("error")
+        self._part_failed()
         where = f"{info.path.name} (step {info.step})" if info else "the initial weights"
         _log.warning("%s; rolled back to %s, learning rate now %.3g (rollback %d of %d)", error, where,
                      trainer.optimizer.lr, self.rollbacks, self.config.training.max_rollbacks)
         if self.rollbacks >= self.config.training.max_rollbacks:
             self.training_stopped = True
             _log.error("training stopped after %d rollbacks in a row; still predicting with %s. "
-                       "Lower training.lr and restart the service", self.rollbacks, where)
+                       "Lower training.lr and reload the config (sudo systemctl reload pi-backprop)",
+                       self.rollbacks, where)
 
     def _checkpoint_if_due(self):
         if self.trainer.dataset is None or self.trainer.step == self.trainer._saved_step:
@@ -341,7 +362,7 @@ class Service:
             self._checkpoint_written(self.trainer.save_checkpoint())
         except CheckpointWriteError as error:
             _log.error("checkpoint not written: %s; the previous one is intact", error)
-            self.lights.set_state("error")
+            self._part_failed()
         except DivergenceError as error:
             self._roll_back(error)
         self._last_checkpoint_time = time.monotonic()
@@ -352,13 +373,39 @@ class Service:
         self.lights.flash_checkpoint()
         _log.info("checkpoint %s (step %d)", path.name, self.trainer.step)
 
+    def _part_failed(self):
+        """A part (store, disk, checkpoint, training) failed: show the error pattern a while."""
+        self._error_until = time.monotonic() + ERROR_SECONDS
+        self._update_lights()
+
+    def _update_lights(self):
+        """Show the state the service is in; a checkpoint flash returns to it by itself."""
+        if self.capture.failing or self.training_stopped or time.monotonic() < self._error_until:
+            state = "error"
+        elif not self.config.training.enabled:
+            state = "idle"
+        elif self.trainer.dataset is None:
+            state = "collecting"
+        else:
+            state = "training"
+        if state != self._shown:
+            self._shown = state
+            self.lights.set_state(state)
+
+    def _ping_watchdog(self):
+        """``WATCHDOG=1`` at least every half of systemd's ``WatchdogSec`` (the notifier's
+        interval is already half of it; pinging at half of that leaves room for a slow step)."""
+        interval = self.notifier.watchdog_interval
+        if interval is not None and self.config.service.watchdog:
+            now = time.monotonic()
+            if now - self._last_ping >= interval / 2:
+                self.notifier.watchdog()
+                self._last_ping = now
+
     def _report_status(self):
         now = time.monotonic()
         interval = self.config.service.status_interval
-        if self.notifier.watchdog_interval is not None and self.config.service.watchdog:
-            if now - getattr(self, "_last_ping", 0.0) >= self.notifier.watchdog_interval / 2:
-                self.notifier.watchdog()
-                self._last_ping = now
+        self._ping_watchdog()
         if now - self._last_status >= interval:
             self._last_status = now
             text = self._status_text()
@@ -405,6 +452,7 @@ class Service:
         self.notifier.stopping("stopping: writing a checkpoint")
         if self.trainer.dataset is not None and self.trainer.step != self.trainer._saved_step:
             self._save_checkpoint()
+        self._shown = "idle"
         self.lights.set_state("idle")
         stats = self.store.stats()
         self.summary = {"samples": stats.labelled, "steps": self.trainer.step,
@@ -448,13 +496,20 @@ class Service:
             self.notifier.ready()
             return
         changes = diff_live(self.config, new)
-        self.config = new
+        old, self.config = self.config, new
         training = new.training
         self.capture.interval = new.source.interval
         if self.operator is not None:
             self.operator.enabled = new.labels.simulated
+        if self.buttons is not None:
+            self.buttons.mode = new.labels.mode
         optimizer = self.trainer.optimizer
-        optimizer.lr = training.lr
+        if training.lr != old.training.lr:
+            # Unchanged, the lr a rollback lowered stays; a new one also lets stopped training retry.
+            optimizer.lr = training.lr
+            if self.training_stopped:
+                _log.info("SIGHUP: new learning rate %g: training resumes", training.lr)
+            self.training_stopped, self.rollbacks = False, 0
         for key in ("momentum", "weight_decay"):
             if key in optimizer.hyper_names:
                 setattr(optimizer, key, getattr(training, key))
@@ -464,7 +519,8 @@ class Service:
         self.store.set_limits(max_per_class=new.store.max_per_class, max_bytes=new.store.max_bytes)
         self.reporter.configure(jsonl=new.predict.jsonl, max_bytes=new.predict.jsonl_max_bytes,
                                 log_all=new.predict.log_all)
-        setup_logging(level=new.logging.level)
+        if new.logging.level != old.logging.level:   # else a --verbose run stays verbose
+            setup_logging(level=new.logging.level)
         if changes.live:
             _log.info("SIGHUP: applied %s", ", ".join(changes.live))
         if changes.restart:
@@ -475,7 +531,12 @@ class Service:
         self.notifier.ready()
 
     def _light_changed(self, state, text):
-        _log.info("LEDs: %s", text)
+        # Called from the caller's thread or the LED thread: only logs and hands on.
+        # A checkpoint flash and the return from it are routine: debug, not the journal.
+        routine = state == "checkpoint" or state == self._logged_light
+        if state != "checkpoint":
+            self._logged_light = state
+        _log.log(logging.DEBUG if routine else logging.INFO, "LEDs: %s", text)
         if self.on_light is not None:
             self.on_light(state, text)
 
