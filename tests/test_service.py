@@ -361,3 +361,13 @@ def test_start_up_mistakes_are_one_line_and_exit_2(tmp_path, capsys, changes, ar
     assert status == 2
     assert err[-1].startswith("pi-backprop run: error: ") and fragment in err[-1], err
     assert not any("Traceback" in line for line in err)
+
+
+@pytest.mark.parametrize("keep, stored", [(True, True), (False, False)])
+def test_unlabelled_samples_are_predicted_and_stored_only_with_keep_unlabelled(tmp_path, keep, stored):
+    config = write_config(tmp_path / "c.toml", labels={"simulated": False}, store={"keep_unlabelled": keep})
+    with running(config, tmp_path / "state") as service:
+        wait_for(lambda: service.reporter.count >= 30, what="predictions")
+        counts = service.store.counts()
+        assert service.trainer.dataset is None and service.lights.state == "collecting"
+    assert set(counts) <= {None} and (counts.get(None, 0) >= 20) == stored
