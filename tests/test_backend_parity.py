@@ -130,6 +130,29 @@ def test_maxpool(rng, dtype, ties, shape, pool, stride):
           ref.maxpool_backward(delta, argmax_ref, x.shape, pool, stride), dtype)
 
 
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("values", ["normal", "ties", "nan"])
+@pytest.mark.parametrize("shape, pool, stride", POOL_CASES + [((2, 3, 7, 9), (2, 2), (2, 2))])
+def test_fused_maxpool_kernels(rng, dtype, values, shape, pool, stride):
+    """The fused step's own pooling (a branch-free path for 2x2 windows, the general loop
+    otherwise; NaN makes a 2x2 plane take the general loop) against the numpy reference."""
+    from pi_backprop.nn import kernels_fused as kf
+    x = (rng.integers(0, 3, size=shape) if values == "ties" else rng.normal(size=shape)).astype(dtype)
+    if values == "nan":
+        x.flat[rng.choice(x.size, size=max(1, x.size // 10), replace=False)] = np.nan
+    y_ref, argmax_ref = ref.maxpool_forward(x, pool, stride)
+    (N, C, H, W), (OH, OW) = shape, y_ref.shape[2:]
+    A = np.concatenate([x.reshape(-1), np.full(y_ref.size, -7, dtype)])
+    IDX = np.full(y_ref.size, -1, np.int64)
+    kf._pool_forward(A, 0, x.size, IDX, 0, N, C, H, W, OH, OW, *pool, *stride)
+    np.testing.assert_array_equal(A[x.size:].reshape(y_ref.shape), y_ref)  # NaN == NaN here
+    np.testing.assert_array_equal(IDX.reshape(y_ref.shape), argmax_ref)
+    delta = rng.normal(size=y_ref.shape).astype(dtype)
+    D = np.concatenate([delta.reshape(-1), np.full(x.size, np.nan, dtype)])
+    kf._pool_backward(D, 0, delta.size, IDX, 0, N, C, H, W, OH, OW, pool[1], *stride)
+    close(D[delta.size:].reshape(shape), ref.maxpool_backward(delta, argmax_ref, shape, pool, stride), dtype)
+
+
 # -- optimizer updates ---------------------------------------------------------------------
 
 @pytest.mark.parametrize("dtype", DTYPES)
@@ -254,6 +277,35 @@ def test_fused_predict_matches_layer_path(restore_backend, rng, name):
     close(outputs["numba"], outputs["numpy"], np.float32)
 
 
+@pytest.mark.parametrize("opt", ["sgd-momentum-decay", "adam"])
+@pytest.mark.parametrize("name, batch", [("camera_cnn", 9), ("seed_mlp", 5), ("sensor_mlp", 80)])
+def test_blas_step_matches_layer_path(restore_backend, name, batch, opt):
+    """float64; batches big enough for the op-by-op BLAS path (blas_step.py)."""
+    fused = train("numba", name, OPTIMIZERS[opt], np.float64, 3, batch)
+    layers = train("numpy", name, OPTIMIZERS[opt], np.float64, 3, batch)
+    assert fused[0]._fused_program.prefers_blas(batch)
+    np.testing.assert_allclose(fused[2], layers[2], rtol=1e-12)
+    close(fused[0].parameter_vector, layers[0].parameter_vector, np.float64)
+    for (a_name, a), (b_name, b) in zip(fused[0].named_gradients(), layers[0].named_gradients()):
+        close(a, b, np.float64)
+    for key, buffer in layers[1].buffers.items():
+        close(fused[1].buffers[key], buffer, np.float64, factor=100)
+
+
+@pytest.mark.parametrize("name, batch", [("camera_cnn", 12), ("seed_mlp", 6)])
+def test_blas_predict_matches_layer_path(restore_backend, rng, name, batch):
+    definition = pb.load_definition(name)
+    x = rng.normal(size=(batch,) + definition.input_shape).astype(np.float32)
+    outputs = {}
+    for backend in ("numba", "numpy"):
+        pb.set_backend(backend)
+        model = definition.build(seed=1)
+        outputs[backend] = model.predict(x)
+        if backend == "numba":
+            assert model._fused_program.prefers_blas(batch)
+    close(outputs["numba"], outputs["numpy"], np.float32)
+
+
 BAD_STEPS = [
     # (what, x change, t change, error class, words in the message)
     ("nan input", lambda x: np.where(x == x.flat[0], np.nan, x), None, pb.PiBackpropError, "NaN"),
@@ -290,7 +342,7 @@ def test_fused_step_rejects_bad_input_like_the_layer_path(restore_backend, rng, 
 # -- whole float32 training runs --------------------------------------------------------------
 
 @pytest.mark.parametrize("name, batch", [("sensor_mlp", 8), ("sensor_mlp", 64), ("camera_cnn", 4),
-                                         ("seed_mlp", 4), ("seed_mlp", 32)])
+                                         ("camera_cnn", 16), ("seed_mlp", 4), ("seed_mlp", 32)])
 def test_backends_agree_on_float32_training(restore_backend, name, batch):
     """50 SGD-with-momentum steps in float32. Each step's rounding differs by ~1 ulp between
     backends and these learning rates do not amplify it much over 50 steps: parameters of

@@ -26,17 +26,24 @@ _OPTIMIZERS = {SGD: 1, Adam: 2}
 _FORWARD_ONLY = -1
 _BAD_INPUT, _BAD_LABEL, _BAD_TARGET = -1.0, -2.0, -3.0
 _WORKSPACES_KEPT = 3  # batch sizes with a live workspace: training, last partial batch, predict
-# A dense-only network with at least this many multiply-adds per step (batch x Σ in·out)
-# trains faster layer by layer, where numpy's BLAS does the products, than in the fused
-# kernel's hand loops; below it the fused call's lower overhead wins. Measured on x86-64
-# (BENCHMARKS.md): W1 at batch 32 (135k) fused 36 µs vs 53 µs; W1 at 128 (541k) 116 vs 90 µs;
-# W3 at batch 16 (1.3M) 155 vs 130 µs. Convolutional networks always run fused.
+# From this size of batch on, a step runs faster op by op with numpy's BLAS doing the
+# products (blas_step.py) than in the fused kernel's hand loops; below it the fused call's
+# lower overhead wins. Dense-only networks: batch x Σ in·out multiply-adds per step; conv
+# networks: batch size. Measured on x86-64, single thread (fused vs BLAS path, µs/step):
+# W1 (4.2k MACs/sample) batch 32: 31 vs 41, batch 64: 59 vs 51; W3 (79k) batch 4: 44 vs 51,
+# batch 8: 78 vs 66; W2 batch 2: 135 vs 141, batch 4: 259 vs 237, batch 8: 513 vs 435.
 BLAS_MIN_MACS = 300_000
+CONV_BLAS_MIN_BATCH = 4
 
 
 def _kernels():
     from . import kernels_fused
     return kernels_fused
+
+
+def _blas_step():
+    from . import blas_step
+    return blas_step
 
 
 class Program:
@@ -106,8 +113,11 @@ class Program:
             all(type(layer) in _KINDS for layer in model.layers) and len(model.output_shapes[-1]) == 1
 
     def prefers_blas(self, N) -> bool:
-        """True when a batch of N runs faster layer by layer (see ``BLAS_MIN_MACS``)."""
-        return not self.has_conv and N * self.dense_macs >= BLAS_MIN_MACS
+        """True when a batch of N runs faster op by op with BLAS products (``blas_step``)
+        than in one fused call (see ``BLAS_MIN_MACS``, ``CONV_BLAS_MIN_BATCH``)."""
+        if self.has_conv:
+            return N >= CONV_BLAS_MIN_BATCH
+        return N * self.dense_macs >= BLAS_MIN_MACS
 
     def matches(self, model) -> bool:
         return self.layer_ids == tuple(id(layer) for layer in model.layers)
@@ -134,8 +144,6 @@ class Program:
         opt_kind = _OPTIMIZERS.get(type(optimizer))
         if loss_kind is None or opt_kind is None or optimizer.model is not model:
             return None
-        if self.prefers_blas(_rows(x)):
-            return None
         x = self._checked_input(model, x)
         N, K = x.shape[0], self.classes
         labels, targets, use_labels = self._no_labels, self._no_targets, True
@@ -161,24 +169,22 @@ class Program:
             b1, b2 = optimizer.beta1, optimizer.beta2
             S[2:10] = optimizer.lr, b1, 1 - b1, b2, 1 - b2, 1 - b1 ** step, 1 - b2 ** step, optimizer.eps
             buf1, buf2 = optimizer.buffers["m"], optimizer.buffers["v"]
-        value = _kernels().run(self.ops, N, x.reshape(-1), labels, targets, use_labels, loss_kind,
-                                      model.parameter_vector, model.gradient_vector, A, D, X,
-                                      self.cols_size, IDX, S,
-                                      opt_kind, buf1, buf2)
+        runner = _blas_step().run if self.prefers_blas(N) else _kernels().run
+        value = runner(self.ops, N, x.reshape(-1), labels, targets, use_labels, loss_kind,
+                       model.parameter_vector, model.gradient_vector, A, D, X, self.cols_size, IDX, S,
+                       opt_kind, buf1, buf2)
         if value < 0:
             self._raise_for(model, value, x, t_array, loss, N, K)
         optimizer.step_count += 1
         return float(value)
 
     def predict(self, model, x):
-        """Outputs (N, classes) for inputs (N, *input_shape); nothing kept. None when the
-        layer path is faster for this batch."""
-        if self.prefers_blas(_rows(x)):
-            return None
+        """Outputs (N, classes) for inputs (N, *input_shape); nothing kept."""
         x = self._checked_input(model, x)
         N = x.shape[0]
         A, D, X, IDX, S = self.workspace(N)
-        status = _kernels().run(self.ops, N, x.reshape(-1), self._no_labels, self._no_targets, False, 0,
+        runner = _blas_step().run if self.prefers_blas(N) else _kernels().run
+        status = runner(self.ops, N, x.reshape(-1), self._no_labels, self._no_targets, False, 0,
                                 model.parameter_vector, model.gradient_vector, A, D, X, self.cols_size,
                                 IDX, S, _FORWARD_ONLY, self._no_buffer, self._no_buffer)
         if status < 0:

@@ -92,14 +92,22 @@ def _im2col(x, kh, kw, sh, sw, ph, pw, cols):
                 for oh in range(OH):
                     ih = oh * sh + i - ph
                     out = row[oh * OW:(oh + 1) * OW]
+                    # explicit loops: numba's slice fill out[a:b] = 0 costs ~10 ns a call
                     if ih < 0 or ih >= H:
-                        out[:] = 0
+                        for q in range(OW):
+                            out[q] = 0
                         continue
-                    out[:lo] = 0
-                    out[hi:] = 0
+                    for q in range(lo):
+                        out[q] = 0
+                    for q in range(hi, OW):
+                        out[q] = 0
                     src = x[c, ih, lo * sw + j - pw:]
-                    for q in range(hi - lo):
-                        out[lo + q] = src[q * sw]
+                    if sw == 1:  # contiguous: a vectorised copy (stride 1 is the common case)
+                        for q in range(hi - lo):
+                            out[lo + q] = src[q]
+                    else:
+                        for q in range(hi - lo):
+                            out[lo + q] = src[q * sw]
                 k += 1
 
 
@@ -131,20 +139,51 @@ def _pool_forward(A, xo, yo, IDX, ao, N, C, H, W, OH, OW, kh, kw, sh, sw):
     y = A[yo:yo + N * C * OH * OW].reshape(N * C, OH, OW)
     arg = IDX[ao:ao + N * C * OH * OW].reshape(N * C, OH, OW)
     for nc in range(N * C):
-        xc = x[nc]
-        for oh in range(OH):
-            for ow in range(OW):
-                best = xc[oh * sh, ow * sw]
-                where = 0
-                for i in range(kh):
-                    for j in range(kw):
-                        value = xc[oh * sh + i, ow * sw + j]
-                        # first maximum in row-major order wins; NaN wins, as numpy's argmax
-                        if value > best or (value != value and best == best):
-                            best = value
-                            where = i * kw + j
-                y[nc, oh, ow] = best
-                arg[nc, oh, ow] = where
+        if kh == 2 and kw == 2 and sh == 2 and sw == 2:
+            if not _pool_plane_2x2(x[nc], y[nc], arg[nc]):
+                continue  # else a NaN: redo the plane with numpy's NaN rule
+        _pool_plane(x[nc], kh, kw, sh, sw, y[nc], arg[nc])
+
+
+@jit
+def _pool_plane_2x2(x, y, arg):
+    """2x2 windows, stride 2: compare-and-select without branches, which random data would
+    mispredict half the time (8x slower). Returns True when x holds a NaN (result unusable)."""
+    OH, OW = y.shape
+    nan = False
+    for oh in range(OH):
+        r0, r1, yr, ar = x[2 * oh], x[2 * oh + 1], y[oh], arg[oh]
+        for ow in range(OW):
+            a, b, c, d = r0[2 * ow], r0[2 * ow + 1], r1[2 * ow], r1[2 * ow + 1]
+            best, where = a, 0
+            if b > best:
+                best, where = b, 1
+            if c > best:
+                best, where = c, 2
+            if d > best:
+                best, where = d, 3
+            nan |= (a != a) | (b != b) | (c != c) | (d != d)
+            yr[ow] = best
+            ar[ow] = where
+    return nan
+
+
+@jit
+def _pool_plane(x, kh, kw, sh, sw, y, arg):
+    OH, OW = y.shape
+    for oh in range(OH):
+        for ow in range(OW):
+            best = x[oh * sh, ow * sw]
+            where = 0
+            for i in range(kh):
+                for j in range(kw):
+                    value = x[oh * sh + i, ow * sw + j]
+                    # first maximum in row-major order wins; NaN wins, as numpy's argmax
+                    if value > best or (value != value and best == best):
+                        best = value
+                        where = i * kw + j
+            y[oh, ow] = best
+            arg[oh, ow] = where
 
 
 @jit
@@ -306,8 +345,12 @@ def _col2im(dcols, kh, kw, sh, sw, ph, pw, dx):
                         continue
                     src = row[oh * OW + lo:oh * OW + hi]
                     dst = dx[c, ih, lo * sw + j - pw:]
-                    for q in range(hi - lo):
-                        dst[q * sw] += src[q]
+                    if sw == 1:
+                        for q in range(hi - lo):
+                            dst[q] += src[q]
+                    else:
+                        for q in range(hi - lo):
+                            dst[q * sw] += src[q]
                 k += 1
 
 
@@ -316,6 +359,23 @@ def _pool_backward(D, do, dxo, IDX, ao, N, C, H, W, OH, OW, kw, sh, sw):
     d = D[do:do + N * C * OH * OW].reshape(N * C, OH, OW)
     arg = IDX[ao:ao + N * C * OH * OW].reshape(N * C, OH, OW)
     dx = D[dxo:dxo + N * C * H * W].reshape(N * C, H, W)
+    if kw == 2 and sh == 2 and sw == 2 and H == 2 * OH and W == 2 * OW:
+        # windows tile the input: zero each window, then one store at the arg-max; a
+        # computed index, not a branch per position (random arg-maxes mispredict)
+        for nc in range(N * C):
+            plane = dx[nc].reshape(H * W)
+            for oh in range(OH):
+                dr, ar = d[nc, oh], arg[nc, oh]
+                top = 2 * oh * W
+                for ow in range(OW):
+                    base = top + 2 * ow
+                    plane[base] = 0
+                    plane[base + 1] = 0
+                    plane[base + W] = 0
+                    plane[base + W + 1] = 0
+                    where = ar[ow]
+                    plane[base + (where >> 1) * W + (where & 1)] = dr[ow]
+        return
     dx[...] = 0
     for nc in range(N * C):
         for oh in range(OH):
@@ -367,6 +427,40 @@ def _backward(ops, A, X, cols_size, IDX, P, G, D, half, N, one):
                 _activation_backward(kind, A, yo, D, do, N * op[OUT_SIZE], one)
             continue
         do, dxo = dxo, do
+
+
+# -- the memory-bound halves of a convolution, for the BLAS path (blas_step.py) --------------
+
+@jit
+def _im2col_batch(A, xo, X, co, N, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw):
+    """cols_n (C·kh·kw, OH·OW) for every image of the batch, at X[co:] as (N, K, Q)."""
+    K, Q = C * kh * kw, OH * OW
+    x = A[xo:xo + N * C * H * W].reshape(N, C, H, W)
+    cols = X[co:co + N * K * Q].reshape(N, K, Q)
+    for n in range(N):
+        _im2col(x[n], kh, kw, sh, sw, ph, pw, cols[n])
+
+
+@jit
+def _col2im_batch(X, co, D, dxo, N, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw):
+    """dx (N, C, H, W) at D[dxo:] from dcols (N, K, Q) at X[co:]."""
+    K, Q = C * kh * kw, OH * OW
+    dcols = X[co:co + N * K * Q].reshape(N, K, Q)
+    dx = D[dxo:dxo + N * C * H * W].reshape(N, C, H, W)
+    for n in range(N):
+        _col2im(dcols[n], kh, kw, sh, sw, ph, pw, dx[n])
+
+
+@jit
+def _add_bias_planes(A, yo, P, bo, N, F, Q):
+    """y (N, F, Q) += b (F,) per plane."""
+    y = A[yo:yo + N * F * Q].reshape(N, F, Q)
+    b = P[bo:bo + F]
+    for n in range(N):
+        for f in range(F):
+            yf, bf = y[n, f], b[f]
+            for q in range(Q):
+                yf[q] += bf
 
 
 # -- the entry points -----------------------------------------------------------------------
