@@ -126,6 +126,8 @@ SCHEMA = {
                                       live=True, minimum=1),
         "checkpoint_every_seconds": Key("float", 300.0, "... or after this many seconds, "
                                         "whichever comes first", live=True, minimum=1),
+        "min_checkpoint_seconds": Key("float", 10.0, "but never more often than this: a fast model "
+                                      "would otherwise wear the SD card", live=True, minimum=0),
         "keep": Key("int", 3, "checkpoints kept on disk (older ones are deleted)", live=True,
                     minimum=1, maximum=1000),
         "validation_fraction": Key("float", 0.2, "share of samples held out for validation",

@@ -14,6 +14,7 @@ import contextlib
 import logging
 import math
 import signal
+import sys
 import threading
 import time
 from pathlib import Path
@@ -80,6 +81,7 @@ class Service:
         self._shown = None               # the LED state last asked for (a flash returns to it)
         self._logged_light = None
         self._last_ping = -math.inf
+        self._trained_yet = False
         self.rollbacks = 0
         self.summary = {}
 
@@ -106,6 +108,8 @@ class Service:
 
     def _open(self):
         config, definition = self.config, self.definition
+        # From the start: a SIGTERM while the kernels compile must stop us cleanly too.
+        self._stack.enter_context(self._signals())
         if config.model.backend != "auto":
             from .nn import set_backend
             set_backend(config.model.backend)
@@ -197,6 +201,9 @@ class Service:
                           hooks=[self._after_step])
         # batch_size may change from one start to the next (the store grows): not a new run.
         trainer.settings["batch_size"] = training.batch_size
+        # The service decides when to checkpoint (_checkpoint_if_due: steps, seconds and a
+        # minimum interval for the SD card); the trainer's own every-K-steps is switched off.
+        trainer.checkpoint_every = trainer.eval_every = sys.maxsize
         for path, reason in trainer.skipped:
             _log.warning("skipped damaged checkpoint %s: %s", path.name, reason)
         if trainer.resumed_from is not None:
@@ -219,29 +226,28 @@ class Service:
 
     def run(self) -> dict:
         """Run until stopped; return a summary (samples, steps, accuracy, checkpoint path)."""
-        with self._signals():
-            self.capture.start()
-            self.started = time.monotonic()
-            self._last_checkpoint_time = self._last_eval = self._last_status = self.started
-            self._dataset_count, self._next_refresh, self._burst_losses = -1, 0.0, []
-            self.notifier.ready(self._status_text())
-            _log.info("ready: %s on %s, state in %s", self.definition.name,
-                      "simulated hardware" if self.simulate else self.config.source.kind, self.state_dir)
-            while not self.stop_event.is_set():
-                if self._reload_requested:
-                    self._reload()
-                got_samples = self._take_samples()
-                trained = self._train_burst()
-                self._checkpoint_if_due()
-                self._update_lights()
-                self._report_status()
-                if self._finished():
-                    break
-                if not (trained or got_samples):
-                    new = self.capture.get(timeout=0.1)   # idle: wait for the next sample
-                    if new is not None:
-                        self._handle_sample(new)
-            self._stop()
+        self.capture.start()
+        self.started = time.monotonic()
+        self._last_checkpoint_time = self._last_eval = self._last_status = self.started
+        self._dataset_count, self._next_refresh, self._burst_losses = -1, 0.0, []
+        self.notifier.ready(self._status_text())
+        _log.info("ready: %s on %s, state in %s", self.definition.name,
+                  "simulated hardware" if self.simulate else self.config.source.kind, self.state_dir)
+        while not self.stop_event.is_set():
+            if self._reload_requested:
+                self._reload()
+            got_samples = self._take_samples()
+            trained = self._train_burst()
+            self._checkpoint_if_due()
+            self._update_lights()
+            self._report_status()
+            if self._finished():
+                break
+            if not (trained or got_samples):
+                new = self.capture.get(timeout=0.1)   # idle: wait for the next sample
+                if new is not None:
+                    self._handle_sample(new)
+        self._stop()
         return self.summary
 
     def _take_samples(self) -> bool:
@@ -270,6 +276,9 @@ class Service:
             return False
         self._update_lights()
         trainer = self.trainer
+        if not self._trained_yet:
+            # The checkpoint clock starts with training, not with collecting.
+            self._trained_yet, self._last_checkpoint_time = True, time.monotonic()
         try:
             trainer.run(trainer.step + self.config.training.burst_steps, end_of_run=False)
         except DivergenceError as error:
@@ -351,9 +360,15 @@ class Service:
                        self.rollbacks, where)
 
     def _checkpoint_if_due(self):
-        if self.trainer.dataset is None or self.trainer.step == self.trainer._saved_step:
+        """Every ``checkpoint_every_steps`` steps or ``checkpoint_every_seconds``, whichever
+        comes first, but not within ``min_checkpoint_seconds`` of the last one."""
+        trainer, training = self.trainer, self.config.training
+        if trainer.dataset is None or trainer.step == trainer._saved_step:
             return
-        if time.monotonic() - self._last_checkpoint_time >= self.config.training.checkpoint_every_seconds:
+        elapsed = time.monotonic() - self._last_checkpoint_time
+        steps = trainer.step - trainer._saved_step
+        if elapsed >= training.checkpoint_every_seconds or (
+                steps >= training.checkpoint_every_steps and elapsed >= training.min_checkpoint_seconds):
             self._save_checkpoint()
 
     def _save_checkpoint(self):
@@ -514,7 +529,7 @@ class Service:
             if key in optimizer.hyper_names:
                 setattr(optimizer, key, getattr(training, key))
         self.trainer.settings["batch_size"] = training.batch_size
-        self.trainer.checkpoint_every, self.trainer.keep = training.checkpoint_every_steps, training.keep
+        self.trainer.keep = training.keep
         self.trainer.max_grad_norm = training.max_grad_norm
         self.store.set_limits(max_per_class=new.store.max_per_class, max_bytes=new.store.max_bytes)
         self.reporter.configure(jsonl=new.predict.jsonl, max_bytes=new.predict.jsonl_max_bytes,

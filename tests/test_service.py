@@ -371,3 +371,23 @@ def test_unlabelled_samples_are_predicted_and_stored_only_with_keep_unlabelled(t
         counts = service.store.counts()
         assert service.trainer.dataset is None and service.lights.state == "collecting"
     assert set(counts) <= {None} and (counts.get(None, 0) >= 20) == stored
+
+
+# -- checkpoint policy ---------------------------------------------------------------------------
+
+@pytest.mark.parametrize("minimum, at_most", [(0.0, None), (3600.0, 0)])
+def test_step_checkpoints_wait_for_the_minimum_interval(tmp_path, minimum, at_most):
+    """checkpoint_every_steps is reached every burst here; min_checkpoint_seconds decides."""
+    config = write_config(tmp_path / "c.toml", training={
+        "checkpoint_every_steps": 5, "checkpoint_every_seconds": 3600, "min_checkpoint_seconds": minimum})
+    written = []
+    with running(config, tmp_path / "state") as service:
+        original = service._checkpoint_written
+        service._checkpoint_written = lambda path: (written.append(path), original(path))
+        wait_for(lambda: service.trainer.step >= 60, what="60 training steps")
+    during_run = [path for path in written if path != written[-1]] if written else []
+    if at_most is None:
+        assert len(during_run) >= 3             # many bursts of 5 steps: a checkpoint after each
+    else:
+        assert len(during_run) <= at_most       # only the one written on stopping
+        assert len(checkpoint_files(tmp_path / "state")) == 1
