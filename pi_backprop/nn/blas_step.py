@@ -1,16 +1,15 @@
-"""The numba backend's training step for batches where BLAS pays: the fused program's ops
-run one by one from Python, the products through numpy's matmul (BLAS), everything else
-(im2col/col2im, activations, pooling, loss, update) through ``kernels_fused``'s compiled
-op kernels, on the same flat buffers and op rows as the fused call.
+"""The numba backend's training step for dense networks on batches where BLAS pays: the
+fused program's ops run one by one from Python, the products through numpy's matmul
+(BLAS), everything else (activations, loss, update) through ``kernels_fused``'s compiled op
+kernels, on the same flat buffers and op rows as the fused call.
 
-Why: from a dozen samples up, the products dominate a step, and BLAS runs them at several
-times the rate of numba's hand loops (numba's own ``np.dot`` would need SciPy); the ~20
+Why: from ~300k multiply-adds a step, the products dominate, and BLAS runs them at several
+times the rate of numba's hand loops (numba's own ``np.dot`` would need SciPy); the dozen
 Python-level calls then cost a few per cent. Below that, one fused call wins
 (``fused.Program.prefers_blas`` decides; BENCHMARKS.md has the measurements).
 
-Convolutions keep the fused layout: activations (N, C, H, W), cols (N, C·kh·kw, OH·OW), so
-each product is one batched matmul: y_n = W·cols_n, dW = Σ_n δ_n·cols_nᵀ, dcols_n = Wᵀ·δ_n
-(written over cols_n, which backward no longer needs).
+Convolutional networks always run fused: the fused stride-1 convolution reads the padded
+image in place, and beat im2col + BLAS here at every batch size measured (1 to 64).
 """
 
 import numpy as np
@@ -28,12 +27,12 @@ def run(ops, N, x, labels, targets, use_labels, loss_kind, P, G, A, D, X, cols_s
     if status != 0:
         return status
     one = S[kf.S_ONE]
-    _forward(ops, N, A, X, IDX, P, one)
+    _forward(ops, N, A, IDX, P, one)
     if opt_kind == kf.FORWARD_ONLY:
         return 0.0
     loss = kf._loss(loss_kind, A, N * int(ops[-1, kf.OUT]), N, K, labels, targets, use_labels, D,
                     S[kf.S_N], one)
-    _backward(ops, N, A, X, IDX, P, G, D, one)
+    _backward(ops, N, A, IDX, P, G, D, one)
     h = kf.S_HYPER
     if opt_kind == kf.SGD_UPDATE:
         _k_sgd_update(P, G, buf1, S[h], S[h + 1], S[h + 2])
@@ -43,7 +42,7 @@ def run(ops, N, x, labels, targets, use_labels, loss_kind, P, G, A, D, X, cols_s
     return loss
 
 
-def _forward(ops, N, A, X, IDX, P, one):
+def _forward(ops, N, A, IDX, P, one):
     for op in ops.tolist():
         kind, xo, yo = op[kf.KIND], N * op[kf.IN], N * op[kf.OUT]
         if kind == kf.DENSE:
@@ -51,13 +50,6 @@ def _forward(ops, N, A, X, IDX, P, one):
             y = A[yo:yo + N * O].reshape(N, O)
             np.matmul(A[xo:xo + N * I].reshape(N, I), P[wo:wo + I * O].reshape(I, O), out=y)
             y += P[bo:bo + O]
-        elif kind == kf.CONV:
-            C, H, W, F, OH, OW, kh, kw, sh, sw, ph, pw = op[kf.C:kf.PW + 1]
-            Kc, Q, co = C * kh * kw, OH * OW, N * op[kf.COLS]
-            kf._im2col_batch(A, xo, X, co, N, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw)
-            np.matmul(P[op[kf.WOFF]:op[kf.WOFF] + F * Kc].reshape(F, Kc),
-                      X[co:co + N * Kc * Q].reshape(N, Kc, Q), out=A[yo:yo + N * F * Q].reshape(N, F, Q))
-            kf._add_bias_planes(A, yo, P, op[kf.BOFF], N, F, Q)
         elif kind == kf.POOL:
             kf._pool_forward(A, xo, yo, IDX, N * op[kf.ARG], N, op[kf.C], op[kf.H], op[kf.W], op[kf.OH],
                              op[kf.OW], op[kf.KH], op[kf.KW], op[kf.SH], op[kf.SW])
@@ -65,7 +57,7 @@ def _forward(ops, N, A, X, IDX, P, one):
             kf._activation_forward(kind, A, xo, yo, N * op[kf.OUT_SIZE], one)
 
 
-def _backward(ops, N, A, X, IDX, P, G, D, one):
+def _backward(ops, N, A, IDX, P, G, D, one):
     """As ``kernels_fused._backward``: δ starts in the first half of D; halves alternate."""
     half = D.size // 2
     do, dxo = 0, half
@@ -82,16 +74,6 @@ def _backward(ops, N, A, X, IDX, P, G, D, one):
             np.sum(d, axis=0, out=G[bo:bo + O])
             if need_dx:
                 np.matmul(d, Wm.T, out=D[dxo:dxo + N * I].reshape(N, I))
-        elif kind == kf.CONV:
-            C, H, W, F, OH, OW, kh, kw, sh, sw, ph, pw = op[kf.C:kf.PW + 1]
-            Kc, Q, co, wo, bo = C * kh * kw, OH * OW, N * op[kf.COLS], op[kf.WOFF], op[kf.BOFF]
-            d = D[do:do + N * F * Q].reshape(N, F, Q)
-            cols = X[co:co + N * Kc * Q].reshape(N, Kc, Q)
-            np.sum(d, axis=(0, 2), out=G[bo:bo + F])
-            np.sum(np.matmul(d, cols.transpose(0, 2, 1)), axis=0, out=G[wo:wo + F * Kc].reshape(F, Kc))
-            if need_dx:
-                np.matmul(P[wo:wo + F * Kc].reshape(F, Kc).T, d, out=cols)  # dcols over cols
-                kf._col2im_batch(X, co, D, dxo, N, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw)
         elif kind == kf.POOL:
             if need_dx:
                 kf._pool_backward(D, do, dxo, IDX, N * op[kf.ARG], N, op[kf.C], op[kf.H], op[kf.W],

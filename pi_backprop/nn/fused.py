@@ -26,14 +26,14 @@ _OPTIMIZERS = {SGD: 1, Adam: 2}
 _FORWARD_ONLY = -1
 _BAD_INPUT, _BAD_LABEL, _BAD_TARGET = -1.0, -2.0, -3.0
 _WORKSPACES_KEPT = 3  # batch sizes with a live workspace: training, last partial batch, predict
-# From this size of batch on, a step runs faster op by op with numpy's BLAS doing the
-# products (blas_step.py) than in the fused kernel's hand loops; below it the fused call's
-# lower overhead wins. Dense-only networks: batch x Σ in·out multiply-adds per step; conv
-# networks: batch size. Measured on x86-64, single thread (fused vs BLAS path, µs/step):
-# W1 (4.2k MACs/sample) batch 32: 31 vs 41, batch 64: 59 vs 51; W3 (79k) batch 4: 44 vs 51,
-# batch 8: 78 vs 66; W2 batch 2: 135 vs 141, batch 4: 259 vs 237, batch 8: 513 vs 435.
+# A dense-only network with at least this many multiply-adds per step (batch x Σ in·out)
+# runs faster op by op with numpy's BLAS doing the products (blas_step.py) than in the
+# fused kernel's hand loops; below it the fused call's lower overhead wins. Measured on
+# x86-64, single thread (fused vs BLAS path, µs/step): W1 (4.2k MACs/sample) batch 32: 31
+# vs 41, batch 64: 59 vs 51; W3 (79k) batch 4: 44 vs 51, batch 8: 78 vs 66. Convolutional
+# networks always run fused: its stride-1 convolution beat im2col + BLAS at every batch
+# measured (W2 batch 1/16/64: 53/738/3100 vs 102/863/3579 µs).
 BLAS_MIN_MACS = 300_000
-CONV_BLAS_MIN_BATCH = 4
 
 
 def _kernels():
@@ -84,9 +84,9 @@ class Program:
                     row[10] = layer.out_channels
                     row[13:15], row[15:17], row[17:19] = layer.kernel_size, layer.stride, layer.padding
                     row[20] = cols_offset
-                    cols = shape[0] * layer.kernel_size[0] * layer.kernel_size[1] * out_shape[1] * out_shape[2]
-                    cols_offset += cols
-                    scratch = max(scratch, cols)
+                    region, need = _conv_buffer_sizes(shape, out_shape, layer)
+                    cols_offset += region
+                    scratch = max(scratch, need)
                 else:
                     row[10] = shape[0]
                     row[13:15], row[15:17] = layer.pool_size, layer.stride
@@ -114,10 +114,8 @@ class Program:
 
     def prefers_blas(self, N) -> bool:
         """True when a batch of N runs faster op by op with BLAS products (``blas_step``)
-        than in one fused call (see ``BLAS_MIN_MACS``, ``CONV_BLAS_MIN_BATCH``)."""
-        if self.has_conv:
-            return N >= CONV_BLAS_MIN_BATCH
-        return N * self.dense_macs >= BLAS_MIN_MACS
+        than in one fused call (see ``BLAS_MIN_MACS``)."""
+        return not self.has_conv and N * self.dense_macs >= BLAS_MIN_MACS
 
     def matches(self, model) -> bool:
         return self.layer_ids == tuple(id(layer) for layer in model.layers)
@@ -205,6 +203,19 @@ class Program:
             model._check_input(x)
         check_targets(np.empty((N, K), self.dtype), t, type(loss).__name__)
         raise AssertionError(f"fused step reported status {status} but the inputs check out")
+
+
+def _conv_buffer_sizes(shape, out_shape, layer):
+    """(per-sample region, per-batch scratch) in X for a convolution (see kernels_fused):
+    stride 1 keeps each zero-padded image, with a wide output/δ and a padded dx as scratch;
+    other strides keep the im2col matrix, with one image's dcols as scratch."""
+    (C, H, W), (F, OH, OW) = shape, out_shape
+    (kh, kw), (ph, pw) = layer.kernel_size, layer.padding
+    if tuple(layer.stride) == (1, 1):
+        padded = C * (H + 2 * ph) * (W + 2 * pw) + kw
+        return padded, F * OH * (W + 2 * pw) + padded
+    cols = C * kh * kw * OH * OW
+    return cols, cols
 
 
 def _rows(x):

@@ -10,7 +10,9 @@ Buffers (all 1-D, batch-major, offsets in elements):
     ops     int64 (L, NCOLS)   one row per layer, columns named below
     A       activations: the input at 0, then each layer's output at N·ops[i, OUT]
     D       deltas: two halves of N·max_size, used in turn
-    X       convolutions' im2col matrices at N·ops[i, COLS], then a dcols scratch
+    X       per convolution at N·ops[i, COLS]: its im2col matrices, or for stride 1 its
+            zero-padded images; then a per-batch scratch (dcols, or wide outputs/δ and a
+            padded dx)
     IDX     int64: max-pool arg-maxes at N·ops[i, ARG]
     P, G    the model's parameter and gradient vectors
     S       dtype scalars: [N, 1, optimizer hyper-parameters...]
@@ -203,12 +205,15 @@ def _activation_forward(kind, A, xo, yo, size, one):
 
 
 @jit
-def _forward(ops, A, X, IDX, P, N, one):
+def _forward(ops, A, X, cols_size, IDX, P, N, one):
     for i in range(ops.shape[0]):
         op = ops[i]
         kind, xo, yo = op[KIND], N * op[IN], N * op[OUT]
         if kind == DENSE:
             _dense_forward(A, xo, yo, P, op[WOFF], op[BOFF], N, op[C], op[F])
+        elif kind == CONV and op[SH] == 1 and op[SW] == 1:
+            _conv_forward_wide(A, xo, yo, X, N * op[COLS], N * cols_size, P, op[WOFF], op[BOFF], N,
+                               op[C], op[H], op[W], op[F], op[OH], op[OW], op[KH], op[KW], op[PH], op[PW])
         elif kind == CONV:
             _conv_forward(A, xo, yo, X, N * op[COLS], P, op[WOFF], op[BOFF], N, op[C], op[H], op[W],
                           op[F], op[OH], op[OW], op[KH], op[KW], op[SH], op[SW], op[PH], op[PW])
@@ -412,6 +417,10 @@ def _backward(ops, A, X, cols_size, IDX, P, G, D, half, N, one):
         need_dx = i > 0
         if kind == DENSE:
             _dense_backward(A, xo, P, op[WOFF], G, op[BOFF], D, do, dxo, N, op[C], op[F], need_dx)
+        elif kind == CONV and op[SH] == 1 and op[SW] == 1:
+            _conv_backward_wide(X, N * op[COLS], N * cols_size, P, op[WOFF], G, op[BOFF], D, do, dxo, N,
+                                op[C], op[H], op[W], op[F], op[OH], op[OW], op[KH], op[KW], op[PH],
+                                op[PW], need_dx)
         elif kind == CONV:
             _conv_backward(A, X, N * op[COLS], N * cols_size, P, op[WOFF], G, op[BOFF], D, do, dxo, N,
                            op[C], op[H], op[W], op[F], op[OH], op[OW], op[KH], op[KW], op[SH],
@@ -429,38 +438,148 @@ def _backward(ops, A, X, cols_size, IDX, P, G, D, half, N, one):
         do, dxo = dxo, do
 
 
-# -- the memory-bound halves of a convolution, for the BLAS path (blas_step.py) --------------
+# -- stride-1 convolutions without im2col ----------------------------------------------------
+# With stride 1, im2col's row (c, i, j) is the zero-padded image plane shifted by i·Wp + j,
+# if outputs are computed "wide": OH rows of Wp (not OW) positions, the last kw − 1 of each
+# row junk. So every product reads the padded plane directly in runs of OH·Wp contiguous
+# elements: no im2col, no col2im (each ~10 µs per image of W2). Junk outputs are cropped;
+# their δ is set to 0, so they add nothing to dW or dx. Reads run up to kw − 1 elements past
+# the last plane: the padded buffer has that much slack.
 
 @jit
-def _im2col_batch(A, xo, X, co, N, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw):
-    """cols_n (C·kh·kw, OH·OW) for every image of the batch, at X[co:] as (N, K, Q)."""
-    K, Q = C * kh * kw, OH * OW
+def _wide_sizes(C, H, W, kh, kw, ph, pw):
+    """(Hp, Wp, padded buffer size with slack, wide output length OH·Wp)."""
+    Hp, Wp = H + 2 * ph, W + 2 * pw
+    return Hp, Wp, C * Hp * Wp + kw, (Hp - kh + 1) * Wp
+
+
+@jit
+def _pad(x, ph, pw, Hp, Wp, xp):
+    """xp (C·Hp·Wp + slack,) = x (C, H, W) inside a zero border."""
+    C, H, W = x.shape
+    xp[:] = 0
+    for c in range(C):
+        for h in range(H):
+            src, dst = x[c, h], xp[(c * Hp + h + ph) * Wp + pw:]
+            for w in range(W):
+                dst[w] = src[w]
+
+
+@jit
+def _conv_forward_wide(A, xo, yo, X, co, so, P, wo, bo, N, C, H, W, F, OH, OW, kh, kw, ph, pw):
+    """As ``_conv_forward`` for stride 1; keeps each padded image at X[co + n·size] for
+    backward and uses X[so:] for the wide output."""
+    K = C * kh * kw
+    Hp, Wp, size, Qw = _wide_sizes(C, H, W, kh, kw, ph, pw)
     x = A[xo:xo + N * C * H * W].reshape(N, C, H, W)
-    cols = X[co:co + N * K * Q].reshape(N, K, Q)
-    for n in range(N):
-        _im2col(x[n], kh, kw, sh, sw, ph, pw, cols[n])
-
-
-@jit
-def _col2im_batch(X, co, D, dxo, N, C, H, W, OH, OW, kh, kw, sh, sw, ph, pw):
-    """dx (N, C, H, W) at D[dxo:] from dcols (N, K, Q) at X[co:]."""
-    K, Q = C * kh * kw, OH * OW
-    dcols = X[co:co + N * K * Q].reshape(N, K, Q)
-    dx = D[dxo:dxo + N * C * H * W].reshape(N, C, H, W)
-    for n in range(N):
-        _col2im(dcols[n], kh, kw, sh, sw, ph, pw, dx[n])
-
-
-@jit
-def _add_bias_planes(A, yo, P, bo, N, F, Q):
-    """y (N, F, Q) += b (F,) per plane."""
-    y = A[yo:yo + N * F * Q].reshape(N, F, Q)
+    y = A[yo:yo + N * F * OH * OW].reshape(N, F, OH, OW)
+    Wk = P[wo:wo + F * K].reshape(F, K)
     b = P[bo:bo + F]
+    yw = X[so:so + F * Qw].reshape(F, Qw)
     for n in range(N):
+        xp = X[co + n * size:co + (n + 1) * size]
+        _pad(x[n], ph, pw, Hp, Wp, xp)
+        # four output planes at a time: each load of the input feeds four multiply-adds
+        f = 0
+        while f < F:
+            fb = min(4, F - f)
+            for r in range(fb):
+                yw[f + r, :] = b[f + r]
+            for c in range(C):
+                for i in range(kh):
+                    for j in range(kw):
+                        k = (c * kh + i) * kw + j
+                        src = xp[(c * Hp + i) * Wp + j:]
+                        if fb == 4:
+                            w0, w1, w2, w3 = Wk[f, k], Wk[f + 1, k], Wk[f + 2, k], Wk[f + 3, k]
+                            y0, y1, y2, y3 = yw[f], yw[f + 1], yw[f + 2], yw[f + 3]
+                            for q in range(Qw):
+                                v = src[q]
+                                y0[q] += w0 * v
+                                y1[q] += w1 * v
+                                y2[q] += w2 * v
+                                y3[q] += w3 * v
+                        else:
+                            for r in range(fb):
+                                w, yr = Wk[f + r, k], yw[f + r]
+                                for q in range(Qw):
+                                    yr[q] += w * src[q]
+            f += fb
         for f in range(F):
-            yf, bf = y[n, f], b[f]
-            for q in range(Q):
-                yf[q] += bf
+            for oh in range(OH):
+                src, dst = yw[f, oh * Wp:], y[n, f, oh]
+                for ow in range(OW):
+                    dst[ow] = src[ow]
+
+
+@jit_reduce
+def _conv_backward_wide(X, co, so, P, wo, G, bo, D, do, dxo, N, C, H, W, F, OH, OW, kh, kw, ph, pw,
+                        need_dx):
+    """As ``_conv_backward`` for stride 1, from the padded images ``_conv_forward_wide`` kept."""
+    K = C * kh * kw
+    Hp, Wp, size, Qw = _wide_sizes(C, H, W, kh, kw, ph, pw)
+    Wk = P[wo:wo + F * K].reshape(F, K)
+    dW = G[wo:wo + F * K].reshape(F, K)
+    db = G[bo:bo + F]
+    d = D[do:do + N * F * OH * OW].reshape(N, F, OH, OW)
+    dx = D[dxo:dxo + N * C * H * W].reshape(N, C, H, W)
+    dw = X[so:so + F * Qw].reshape(F, Qw)
+    dxp = X[so + F * Qw:so + F * Qw + size]
+    dW[:, :] = 0
+    db[:] = 0
+    for n in range(N):
+        xp = X[co + n * size:co + (n + 1) * size]
+        for f in range(F):
+            acc = db[f]
+            for oh in range(OH):
+                src, dst = d[n, f, oh], dw[f, oh * Wp:(oh + 1) * Wp]
+                for ow in range(OW):
+                    dst[ow] = src[ow]
+                    acc += src[ow]
+                for ow in range(OW, Wp):
+                    dst[ow] = 0
+            db[f] = acc
+        if need_dx:
+            dxp[:] = 0
+        for c in range(C):
+            for i in range(kh):
+                for j in range(kw):
+                    k = (c * kh + i) * kw + j
+                    off = (c * Hp + i) * Wp + j
+                    src = xp[off:]
+                    f = 0
+                    while f + 4 <= F:
+                        d0, d1, d2, d3 = dw[f], dw[f + 1], dw[f + 2], dw[f + 3]
+                        a0, a1, a2, a3 = dW[f, k], dW[f + 1, k], dW[f + 2, k], dW[f + 3, k]
+                        for q in range(Qw):
+                            v = src[q]
+                            a0 += d0[q] * v
+                            a1 += d1[q] * v
+                            a2 += d2[q] * v
+                            a3 += d3[q] * v
+                        dW[f, k], dW[f + 1, k], dW[f + 2, k], dW[f + 3, k] = a0, a1, a2, a3
+                        if need_dx:
+                            w0, w1, w2, w3 = Wk[f, k], Wk[f + 1, k], Wk[f + 2, k], Wk[f + 3, k]
+                            dst = dxp[off:]
+                            for q in range(Qw):
+                                dst[q] += w0 * d0[q] + w1 * d1[q] + w2 * d2[q] + w3 * d3[q]
+                        f += 4
+                    for f in range(f, F):
+                        df = dw[f]
+                        acc = dW[f, k]
+                        for q in range(Qw):
+                            acc += df[q] * src[q]
+                        dW[f, k] = acc
+                        if need_dx:
+                            w, dst = Wk[f, k], dxp[off:]
+                            for q in range(Qw):
+                                dst[q] += w * df[q]
+        if need_dx:
+            for c in range(C):
+                for h in range(H):
+                    src, dst = dxp[(c * Hp + h + ph) * Wp + pw:], dx[n, c, h]
+                    for w in range(W):
+                        dst[w] = src[w]
 
 
 # -- the entry points -----------------------------------------------------------------------
@@ -501,7 +620,7 @@ def run(ops, N, x, labels, targets, use_labels, loss_kind, P, G, A, D, X, cols_s
     if status != 0:
         return status
     one = S[S_ONE]
-    _forward(ops, A, X, IDX, P, N, one)
+    _forward(ops, A, X, cols_size, IDX, P, N, one)
     if opt_kind == FORWARD_ONLY:
         return 0.0
     loss = _loss(loss_kind, A, N * last[OUT], N, K, labels, targets, use_labels, D, S[S_N], one)

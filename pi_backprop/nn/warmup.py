@@ -42,20 +42,21 @@ def _layer_kernels(dtype):
 
 def _fused_step(dtype):
     from .backend import get_backend, set_backend
-    from .fused import CONV_BLAS_MIN_BATCH
+    from .fused import BLAS_MIN_MACS
 
     def run():
-        # One network with every op kind; the interpreter compiles once per dtype. A small
-        # batch runs the fused call, a big one the op-by-op BLAS path (blas_step.py).
-        model = Sequential([L.Conv2D(1, 2, 3, padding=1), L.ReLU(), L.MaxPool2D(2), L.Flatten(),
-                            L.Dense(8, 4), L.Tanh(), L.Dense(4, 3), L.Sigmoid()],
-                           seed=0, dtype=dtype, input_shape=(1, 4, 4))
+        # One network with every op kind (the interpreter compiles once per dtype), and a
+        # dense one at a batch that takes the op-by-op BLAS path (blas_step.py).
+        cnn = Sequential([L.Conv2D(1, 2, 3, padding=1), L.ReLU(), L.MaxPool2D(2), L.Flatten(),
+                          L.Dense(8, 4), L.Tanh(), L.Dense(4, 3), L.Sigmoid()],
+                         seed=0, dtype=dtype, input_shape=(1, 4, 4))
+        mlp = Sequential([L.Dense(8, 4), L.ReLU(), L.Dense(4, 3)], seed=0, dtype=dtype)
         rng = np.random.default_rng(0)
         previous = get_backend()
         set_backend("numba")
         try:
-            for batch in (2, CONV_BLAS_MIN_BATCH):
-                x = rng.normal(size=(batch, 1, 4, 4)).astype(dtype)
+            for model, batch in ((cnn, 2), (mlp, -(-BLAS_MIN_MACS // 44))):
+                x = rng.normal(size=(batch,) + model.input_shape).astype(dtype)
                 labels = np.arange(batch) % 3
                 model.train_step(x, labels, SoftmaxCrossEntropy(), SGD(model, 0.1))
                 model.train_step(x, np.eye(3, dtype=dtype)[labels], MSELoss(), Adam(model))
