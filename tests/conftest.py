@@ -32,6 +32,15 @@ def backend(request):
 
 
 @pytest.fixture
+def numpy_backend():
+    """The numpy backend for one test; the previous choice is restored afterwards."""
+    previous = backend_module._current
+    pb.set_backend("numpy")
+    yield
+    backend_module._current = previous
+
+
+@pytest.fixture
 def rng():
     return np.random.default_rng(0)
 
@@ -44,5 +53,6 @@ def _restore_logging():
 
     logger = logging.getLogger("pi_backprop")
     saved = (list(logger.handlers), logger.propagate, logger.level)
+    logger.handlers[:], logger.propagate = [], True
     yield
     logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]

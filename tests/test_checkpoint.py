@@ -33,21 +33,8 @@ def trained(model_name="sensor_mlp", optimizer="adam", seed=0, steps=3):
     return definition, model, opt
 
 
-@pytest.fixture(autouse=True)
-def numpy_backend():
-    previous = pb.nn.backend._current
-    pb.set_backend("numpy")
-    yield
-    pb.nn.backend._current = previous
-
-
-@pytest.fixture(autouse=True)
-def plain_logging(monkeypatch):
-    """Undo what an earlier in-process ``main()`` did to the ``pi_backprop`` logger (a handler on a
-    closed capture stream, propagate off), so caplog sees records whatever the test order."""
-    log = logging.getLogger("pi_backprop")
-    monkeypatch.setattr(log, "handlers", [])
-    monkeypatch.setattr(log, "propagate", True)
+# The numpy backend: no JIT compile time; what is tested here is the same on both.
+pytestmark = pytest.mark.usefixtures("numpy_backend")
 
 
 @pytest.fixture

@@ -156,7 +156,22 @@ def camera_dataset(n, seed, input_shape=(1, 28, 28), class_names=CAMERA_CLASSES)
     return x, y
 
 
-class SimulatedCamera:
+class _Simulated:
+    """What both simulated sources share: ``closed``, an idempotent ``close()``, ``with``."""
+
+    closed = False
+
+    def close(self) -> None:
+        self.closed = True
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+
+class SimulatedCamera(_Simulated):
     """A camera that shows simulated shapes: a stand-in for ``PiCamera`` on a desktop.
 
     seed        : int; the k-th capture is a pure function of (seed, k, class shown)
@@ -212,15 +227,6 @@ class SimulatedCamera:
         """The next frame as a model input: float32 (C, H, W) in [0, 1]."""
         return frame_to_input(self.capture(), input_shape, channel_order=self.channel_order)
 
-    def close(self) -> None:
-        self.closed = True
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def __repr__(self):
         return f"SimulatedCamera(seed={self.seed}, resolution={self.resolution}, classes={len(self.class_names)})"
 
@@ -272,7 +278,7 @@ def sensor_dataset(n, seed, features=32, class_names=SENSOR_CLASSES):
     return x, y
 
 
-class SimulatedSensor:
+class SimulatedSensor(_Simulated):
     """A simulated analog input: a stand-in for a gpiozero ``MCP3008`` channel.
 
     seed        : int; the reading sequence is a pure function of it and of ``show`` calls
@@ -323,15 +329,6 @@ class SimulatedSensor:
         self._position += 1
         self.reads += 1
         return reading
-
-    def close(self) -> None:
-        self.closed = True
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         return f"SimulatedSensor(seed={self.seed}, classes={len(self.class_names)})"
