@@ -48,7 +48,8 @@ def _dense_forward(A, xo, yo, P, wo, bo, N, I, O):
     Wm = P[wo:wo + I * O].reshape(I, O)
     b = P[bo:bo + O]
     for n in range(N):
-        y[n, :] = b
+        for o in range(O):
+            y[n, o] = b[o]
     # Four samples at a time: each row of W is loaded once for four rows of y.
     n = 0
     while n + 4 <= N:
@@ -68,6 +69,14 @@ def _dense_forward(A, xo, yo, P, wo, bo, N, I, O):
             xi, Wi = xn[i], Wm[i]
             for o in range(O):
                 yn[o] += xi * Wi[o]
+
+
+@jit
+def _zero(v):
+    """v (1-D) = 0. A loop, not ``v[:] = 0``: numba's generic slice assignment compiles
+    for seconds per array type, and every second counts on a Pi."""
+    for k in range(v.size):
+        v[k] = 0
 
 
 @jit
@@ -273,8 +282,8 @@ def _dense_backward(A, xo, P, wo, G, bo, D, do, dxo, N, I, O, need_dx):
     db = G[bo:bo + O]
     d = D[do:do + N * O].reshape(N, O)
     dx = D[dxo:dxo + N * I].reshape(N, I)
-    dW[:, :] = 0
-    db[:] = 0
+    _zero(G[wo:wo + I * O])
+    _zero(db)
     for n in range(N):
         dn, xn = d[n], x[n]
         for i in range(I):
@@ -306,8 +315,8 @@ def _conv_backward(A, X, co, so, P, wo, G, bo, D, do, dxo, N, C, H, W, F, OH, OW
     db = G[bo:bo + F]
     d = D[do:do + N * F * Q].reshape(N, F, Q)
     dx = D[dxo:dxo + N * C * H * W].reshape(N, C, H, W)
-    dW[:, :] = 0
-    db[:] = 0
+    _zero(G[wo:wo + F * K])
+    _zero(db)
     for n in range(N):
         for f in range(F):
             df, dWf = d[n, f], dW[f]
@@ -322,7 +331,7 @@ def _conv_backward(A, X, co, so, P, wo, G, bo, D, do, dxo, N, C, H, W, F, OH, OW
                     acc += df[q] * ck[q]
                 dWf[k] = acc
         if need_dx:
-            dcols[:, :] = 0
+            _zero(X[so:so + K * Q])
             for f in range(F):
                 df, Wf = d[n, f], Wk[f]
                 for k in range(K):
@@ -337,7 +346,10 @@ def _col2im(dcols, kh, kw, sh, sw, ph, pw, dx):
     """dx (C, H, W) = Σ over positions of dcols (C·kh·kw, OH·OW); the padding is dropped."""
     C, H, W = dx.shape
     OH, OW = (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1
-    dx[...] = 0
+    for c in range(C):
+        for h in range(H):
+            for w in range(W):
+                dx[c, h, w] = 0
     k = 0
     for c in range(C):
         for i in range(kh):
@@ -381,7 +393,7 @@ def _pool_backward(D, do, dxo, IDX, ao, N, C, H, W, OH, OW, kw, sh, sw):
                     where = ar[ow]
                     plane[base + (where >> 1) * W + (where & 1)] = dr[ow]
         return
-    dx[...] = 0
+    _zero(D[dxo:dxo + N * C * H * W])
     for nc in range(N * C):
         for oh in range(OH):
             for ow in range(OW):
@@ -457,7 +469,7 @@ def _wide_sizes(C, H, W, kh, kw, ph, pw):
 def _pad(x, ph, pw, Hp, Wp, xp):
     """xp (C·Hp·Wp + slack,) = x (C, H, W) inside a zero border."""
     C, H, W = x.shape
-    xp[:] = 0
+    _zero(xp)
     for c in range(C):
         for h in range(H):
             src, dst = x[c, h], xp[(c * Hp + h + ph) * Wp + pw:]
@@ -484,7 +496,9 @@ def _conv_forward_wide(A, xo, yo, X, co, so, P, wo, bo, N, C, H, W, F, OH, OW, k
         while f < F:
             fb = min(4, F - f)
             for r in range(fb):
-                yw[f + r, :] = b[f + r]
+                yr, br = yw[f + r], b[f + r]
+                for q in range(Qw):
+                    yr[q] = br
             for c in range(C):
                 for i in range(kh):
                     for j in range(kw):
@@ -525,8 +539,8 @@ def _conv_backward_wide(X, co, so, P, wo, G, bo, D, do, dxo, N, C, H, W, F, OH, 
     dx = D[dxo:dxo + N * C * H * W].reshape(N, C, H, W)
     dw = X[so:so + F * Qw].reshape(F, Qw)
     dxp = X[so + F * Qw:so + F * Qw + size]
-    dW[:, :] = 0
-    db[:] = 0
+    _zero(G[wo:wo + F * K])
+    _zero(db)
     for n in range(N):
         xp = X[co + n * size:co + (n + 1) * size]
         for f in range(F):
@@ -540,7 +554,7 @@ def _conv_backward_wide(X, co, so, P, wo, G, bo, D, do, dxo, N, C, H, W, F, OH, 
                     dst[ow] = 0
             db[f] = acc
         if need_dx:
-            dxp[:] = 0
+            _zero(dxp)
         for c in range(C):
             for i in range(kh):
                 for j in range(kw):

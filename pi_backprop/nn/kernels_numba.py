@@ -27,6 +27,13 @@ jit_reduce = functools.partial(numba.njit, cache=True, nogil=True, fastmath={"re
 BLAS_MIN_ROWS = 16
 
 
+@jit
+def _k_zero(v):
+    """v (1-D, contiguous) = 0; see _k_dense_backward for why not v[:] = 0."""
+    for i in range(v.size):
+        v[i] = 0
+
+
 # -- dense --------------------------------------------------------------------------------
 
 @jit
@@ -48,8 +55,12 @@ def _k_dense_backward(delta, x, W, dW, db, dx):
     """dW = xᵀ·δ, db = Σ_n δ, dx = δ·Wᵀ (all overwritten)."""
     N, I = x.shape
     O = W.shape[1]
-    dW[:, :] = 0
-    db[:] = 0
+    # loops, not dW[:, :] = 0: numba's slice assignment costs seconds of compile time
+    for i in range(I):
+        for o in range(O):
+            dW[i, o] = 0
+    for o in range(O):
+        db[o] = 0
     for n in range(N):
         for i in range(I):
             xi = x[n, i]
@@ -192,7 +203,7 @@ def _k_col2im(dcols, N, C, H, W, kh, kw, sh, sw, ph, pw, dx):
     """dx (N, C, H, W) = Σ over patches of dcols (N·OH·OW, C·kh·kw); padding dropped."""
     OH = (H + 2 * ph - kh) // sh + 1
     OW = (W + 2 * pw - kw) // sw + 1
-    dx[...] = 0
+    _k_zero(dx.reshape(dx.size))
     row = 0
     for n in range(N):
         for oh in range(OH):
@@ -226,7 +237,8 @@ def _k_nhwc_to_nchw(rows, out):
 def _k_nchw_to_nhwc(delta, rows, db):
     """delta (N, F, OH, OW) -> rows (N·OH·OW, F); db (F,) = Σ over rows."""
     N, F, OH, OW = delta.shape
-    db[:] = 0
+    for f in range(F):
+        db[f] = 0
     for n in range(N):
         for f in range(F):
             acc = delta[n, f, 0, 0] * 0
@@ -294,7 +306,7 @@ def _k_maxpool_forward(x, kh, kw, sh, sw, y, argmax):
 @jit
 def _k_maxpool_backward(delta, argmax, kw, sh, sw, dx):
     N, C, OH, OW = delta.shape
-    dx[...] = 0
+    _k_zero(dx.reshape(dx.size))
     for n in range(N):
         for c in range(C):
             for oh in range(OH):

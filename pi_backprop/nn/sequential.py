@@ -12,6 +12,7 @@ from .backend import get_backend
 from .layers import Dense, Layer
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
+_program_for = None  # fused.program_for, imported on first use (fused imports no numba)
 
 
 class Sequential:
@@ -162,8 +163,10 @@ class Sequential:
         """The compiled-program path of the numba backend, when it applies to this model."""
         if self.input_shape is None or get_backend() != "numba":
             return None
-        from .fused import program_for
-        return program_for(self)
+        global _program_for
+        if _program_for is None:  # imported once, not per step (~0.5 µs of a 7 µs step)
+            from .fused import program_for as _program_for
+        return _program_for(self)
 
     # -- description ------------------------------------------------------------------------
 
