@@ -277,10 +277,13 @@ def test_fused_predict_matches_layer_path(restore_backend, rng, name):
     close(outputs["numba"], outputs["numpy"], np.float32)
 
 
-@pytest.mark.parametrize("opt", ["sgd-momentum-decay", "adam"])
-@pytest.mark.parametrize("name, batch", [("seed_mlp", 5), ("sensor_mlp", 80)])
+@pytest.mark.parametrize("opt", ["sgd", "sgd-momentum-decay"])
+@pytest.mark.parametrize("name, batch", [("seed_mlp", 6), ("sensor_mlp", 100)])
 def test_blas_step_matches_layer_path(restore_backend, name, batch, opt):
-    """float64; batches big enough for the op-by-op BLAS path (blas_step.py)."""
+    """float64; batches big enough for the op-by-op BLAS path (blas_step.py). Not Adam: its
+    m/√v turns a gradient that is rounding noise (numba's exp and numpy's differ by an ulp)
+    into a full lr-sized step of either sign (see the float32 test below); the Adam update
+    itself is compared in test_adam_update and test_fused_step_matches_layer_path."""
     fused = train("numba", name, OPTIMIZERS[opt], np.float64, 3, batch)
     layers = train("numpy", name, OPTIMIZERS[opt], np.float64, 3, batch)
     assert fused[0]._fused_program.prefers_blas(batch)

@@ -31,10 +31,10 @@ _WORKSPACES_KEPT = 3  # batch sizes with a live workspace: training, last partia
 # runs faster op by op with numpy's BLAS doing the products (blas_step.py) than in the
 # fused kernel's hand loops; below it the fused call's lower overhead wins. Measured on
 # x86-64, single thread (fused vs BLAS path, µs/step): W1 (4.2k MACs/sample) batch 32: 31
-# vs 41, batch 64: 59 vs 51; W3 (79k) batch 4: 44 vs 51, batch 8: 78 vs 66. Convolutional
-# networks always run fused: its stride-1 convolution beat im2col + BLAS at every batch
-# measured (W2 batch 1/16/64: 53/738/3100 vs 102/863/3579 µs).
-BLAS_MIN_MACS = 300_000
+# vs 40, 64: 54 vs 49, 96: 83 vs 60; W3 (79k) batch 4: 38 vs 50, 8: 64 vs 64, 16: 117 vs 89.
+# Convolutional networks always run fused: its stride-1 convolution beat im2col + BLAS at
+# every batch measured (W2 batch 1/16/64: 53/738/3100 vs 102/863/3579 µs).
+BLAS_MIN_MACS = 400_000
 
 
 _modules = {}

@@ -63,6 +63,8 @@ def _dense_forward(A, xo, yo, P, wo, bo, N, I, O):
                 y2[o] += x2 * w
                 y3[o] += x3 * w
         n += 4
+    # Summed in the layer kernel's order (b, then i = 0, 1, ...), so that predict equals
+    # forward bit for bit below BLAS_MIN_ROWS (tests/test_api.py relies on it).
     for n in range(n, N):
         yn, xn = y[n], x[n]
         for i in range(I):
@@ -284,12 +286,23 @@ def _dense_backward(A, xo, P, wo, G, bo, D, do, dxo, N, I, O, need_dx):
     dx = D[dxo:dxo + N * I].reshape(N, I)
     _zero(G[wo:wo + I * O])
     _zero(db)
-    for n in range(N):
+    # dW += xᵀ·δ four samples at a time: one pass over dW per four samples
+    n = 0
+    while n + 4 <= N:
+        d0, d1, d2, d3 = d[n], d[n + 1], d[n + 2], d[n + 3]
+        for i in range(I):
+            x0, x1, x2, x3, dWi = x[n, i], x[n + 1, i], x[n + 2, i], x[n + 3, i], dW[i]
+            for o in range(O):
+                dWi[o] += x0 * d0[o] + x1 * d1[o] + x2 * d2[o] + x3 * d3[o]
+        n += 4
+    for n in range(n, N):
         dn, xn = d[n], x[n]
         for i in range(I):
             xi, dWi = xn[i], dW[i]
             for o in range(O):
                 dWi[o] += xi * dn[o]
+    for n in range(N):
+        dn = d[n]
         for o in range(O):
             db[o] += dn[o]
         if need_dx:
