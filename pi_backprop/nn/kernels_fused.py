@@ -575,6 +575,31 @@ def _conv_backward_wide(X, co, so, P, wo, G, bo, D, do, dxo, N, C, H, W, F, OH, 
                     off = (c * Hp + i) * Wp + j
                     src = xp[off:]
                     f = 0
+                    while f + 8 <= F:
+                        d0, d1, d2, d3 = dw[f], dw[f + 1], dw[f + 2], dw[f + 3]
+                        d4, d5, d6, d7 = dw[f + 4], dw[f + 5], dw[f + 6], dw[f + 7]
+                        a0, a1, a2, a3 = dW[f, k], dW[f + 1, k], dW[f + 2, k], dW[f + 3, k]
+                        a4, a5, a6, a7 = dW[f + 4, k], dW[f + 5, k], dW[f + 6, k], dW[f + 7, k]
+                        for q in range(Qw):
+                            v = src[q]
+                            a0 += d0[q] * v
+                            a1 += d1[q] * v
+                            a2 += d2[q] * v
+                            a3 += d3[q] * v
+                            a4 += d4[q] * v
+                            a5 += d5[q] * v
+                            a6 += d6[q] * v
+                            a7 += d7[q] * v
+                        dW[f, k], dW[f + 1, k], dW[f + 2, k], dW[f + 3, k] = a0, a1, a2, a3
+                        dW[f + 4, k], dW[f + 5, k], dW[f + 6, k], dW[f + 7, k] = a4, a5, a6, a7
+                        if need_dx:
+                            w0, w1, w2, w3 = Wk[f, k], Wk[f + 1, k], Wk[f + 2, k], Wk[f + 3, k]
+                            w4, w5, w6, w7 = Wk[f + 4, k], Wk[f + 5, k], Wk[f + 6, k], Wk[f + 7, k]
+                            dst = dxp[off:]
+                            for q in range(Qw):
+                                dst[q] += (w0 * d0[q] + w1 * d1[q] + w2 * d2[q] + w3 * d3[q]
+                                           + w4 * d4[q] + w5 * d5[q] + w6 * d6[q] + w7 * d7[q])
+                        f += 8
                     while f + 4 <= F:
                         d0, d1, d2, d3 = dw[f], dw[f + 1], dw[f + 2], dw[f + 3]
                         a0, a1, a2, a3 = dW[f, k], dW[f + 1, k], dW[f + 2, k], dW[f + 3, k]
