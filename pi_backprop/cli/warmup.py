@@ -1,6 +1,8 @@
 """``pi-backprop warmup``: compile the numba kernels into the cache (run once after install,
-on the Pi itself: the compiled code is specific to the CPU)."""
+on the Pi itself: the compiled code is specific to the CPU). float32 by default, the dtype
+training and prediction use; ``--float64`` adds the gradient checks' kernels."""
 
+import argparse
 import time
 
 import numpy as np
@@ -10,8 +12,12 @@ from ..paths import numba_cache_dir
 
 
 def add_arguments(parser):
-    parser.add_argument("--float32-only", action="store_true",
-                        help="skip the float64 kernels (only gradient checks use them)")
+    parser.add_argument("--float64", action="store_true",
+                        help="also compile the float64 kernels (only gradient checks use them; "
+                             "doubles the time)")
+    # float32 only is the default now (training and prediction run float32); kept so that
+    # older install scripts still work.
+    parser.add_argument("--float32-only", action="store_true", help=argparse.SUPPRESS)
 
 
 def run(args) -> int:
@@ -22,7 +28,7 @@ def run(args) -> int:
         raise BackendError("numba is not installed: nothing to compile (the numpy backend needs no warm-up)")
     import numba  # imported by numba_available() already; here for its version and cache dir
 
-    dtypes = (np.float32,) if args.float32_only else (np.float32, np.float64)
+    dtypes = (np.float32, np.float64) if args.float64 and not args.float32_only else (np.float32,)
     print(f"numba {numba.__version__}, cache {numba_cache_dir()}", flush=True)
     start = time.perf_counter()
     for label, task in warmup_tasks(dtypes):
