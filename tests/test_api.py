@@ -123,7 +123,9 @@ def test_predict_keeps_no_caches(backend, rng):
     np.testing.assert_array_equal(dx, expected_dx)
     for name, grad in model.named_gradients():
         np.testing.assert_array_equal(grad, expected[name], err_msg=name)
-    np.testing.assert_array_equal(model.predict(x), y)
+    # predict may run the fused program, which sums in another order than the layer path
+    # that forward uses: equal to rounding, not necessarily to the bit.
+    np.testing.assert_allclose(model.predict(x), y, rtol=1e-12, atol=1e-12)
 
 
 @pytest.mark.parametrize("dtype", [np.float32, np.float64])
