@@ -242,7 +242,9 @@ def test_cli_prints_one_line_and_exits_2(tmp_path, text, fragments):
     (["gradcheck", "sensor_mlp", "--batch-size", "x"], ["--batch-size", "'x'"]),
     (["--backend", "bogus", "gradcheck", "sensor_mlp"], ["--backend", "'bogus'"]),
     (["gradcheck"], ["model"]),
-], ids=["unknown_model", "bad_int", "bad_backend", "missing_argument"])
+    (["gradcheck", "sensor_mlp", "--seed", "-1"], ["--seed", "-1"]),
+    (["gradcheck", "sensor_mlp", "--batch-size", "0"], ["--batch-size", "0"]),
+], ids=["unknown_model", "bad_int", "bad_backend", "missing_argument", "negative_seed", "empty_batch"])
 def test_cli_usage_errors_exit_2(args, fragments):
     result = run_cli(*args)
     assert result.returncode == 2, result.stderr
@@ -272,3 +274,12 @@ def test_training_table_values_are_checked(tmp_path, line, fragment):
                     '[[layers]]\ntype = "dense"\nout_features = 2\n[training]\n' + line + "\n")
     with pytest.raises(exc.ModelDefinitionError, match=re.escape(fragment)):
         pb.load_definition(path)
+
+
+def test_backward_without_forward_or_with_a_wrong_shape_is_one_line(backend):
+    model = pb.Sequential([pb.Dense(3, 2)], seed=0)
+    with pytest.raises(exc.InputError, match="needs a forward"):
+        model.backward(np.zeros((1, 2), np.float32))
+    model.forward(np.zeros((4, 3), np.float32))
+    with pytest.raises(exc.ShapeError, match=r"expects dL/doutput of shape \(4, 2\).*got \(4, 3\)"):
+        model.backward(np.zeros((4, 3), np.float32))

@@ -2,6 +2,7 @@
 
 import numpy as np
 
+from ..exc import ConfigError
 from ..modeldef import load_definition
 from ..nn import gradcheck
 
@@ -16,6 +17,12 @@ def add_arguments(parser):
 
 
 def run(args) -> int:
+    if args.seed < 0:
+        raise ConfigError(f"--seed must be >= 0, got {args.seed}")
+    if args.batch_size < 1:
+        raise ConfigError(f"--batch-size must be >= 1, got {args.batch_size}")
+    if not 0 < args.eps < 1:
+        raise ConfigError(f"--eps must lie between 0 and 1, got {args.eps:g}")
     definition = load_definition(args.model)
     model = definition.build(seed=args.seed, dtype=np.float64)
     rng = np.random.default_rng(args.seed)

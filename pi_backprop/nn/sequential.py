@@ -35,6 +35,7 @@ class Sequential:
             raise ModelDefinitionError(f"dtype must be float32 or float64, got {self.dtype}")
         self.seed = seed
         self.definition = None  # set by ModelDefinition.build()
+        self._forward_shape = None  # output shape of the last forward(): what backward() takes
         if input_shape is None and self.layers and isinstance(self.layers[0], Dense):
             input_shape = (self.layers[0].in_features,)
         self.input_shape = None
@@ -116,11 +117,19 @@ class Sequential:
         x = self._check_input(x)
         for layer in self.layers:
             x = layer.forward(x)
+        self._forward_shape = x.shape
         return x
 
     def backward(self, dout):
-        """Back-propagate ∂L/∂output (N, out); overwrite every layer's grads; return ∂L/∂x."""
+        """Back-propagate ∂L/∂output (N, out) of the last ``forward``; overwrite every layer's
+        grads; return ∂L/∂x."""
         delta = np.asarray(dout, dtype=self.dtype)
+        if self._forward_shape is None:
+            raise InputError("backward() needs a forward() first: it back-propagates through "
+                             "what the last forward() computed")
+        if delta.shape != self._forward_shape:
+            raise ShapeError(f"backward() expects dL/doutput of shape {self._forward_shape} "
+                             f"(the last forward's output), got {delta.shape}")
         for layer in reversed(self.layers):
             delta = layer.backward(delta)
         return delta
