@@ -283,3 +283,13 @@ def test_backward_without_forward_or_with_a_wrong_shape_is_one_line(backend):
     model.forward(np.zeros((4, 3), np.float32))
     with pytest.raises(exc.ShapeError, match=r"expects dL/doutput of shape \(4, 2\).*got \(4, 3\)"):
         model.backward(np.zeros((4, 3), np.float32))
+
+
+def test_output_into_a_closed_pipe_stops_quietly():
+    """`pi-backprop ... | head`: no BrokenPipeError traceback when the reader leaves early."""
+    process = subprocess.Popen([sys.executable, "-m", "pi_backprop", "gradcheck", "sensor_mlp"],
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    process.stdout.close()                      # the reader is gone before the first line
+    stderr = process.stderr.read()
+    assert process.wait(timeout=120) == 141     # 128 + SIGPIPE, as a shell pipeline expects
+    assert "Traceback" not in stderr and "BrokenPipe" not in stderr, stderr

@@ -7,6 +7,8 @@ anything else is a bug and keeps its traceback.
 
 import argparse
 import importlib
+import os
+import signal
 import sys
 
 from ..exc import PiBackpropError
@@ -78,6 +80,10 @@ def main(argv=None) -> int:
     except KeyboardInterrupt:
         print(f"pi-backprop {args.command}: interrupted", file=sys.stderr)
         return 130
+    except BrokenPipeError:
+        # `pi-backprop checkpoint list | head`: the reader left; stop quietly, as cat does.
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        return 128 + signal.SIGPIPE
 
 
 if __name__ == "__main__":
