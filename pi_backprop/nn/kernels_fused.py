@@ -64,7 +64,7 @@ def _dense_forward(A, xo, yo, P, wo, bo, N, I, O):
                 y3[o] += x3 * w
         n += 4
     # Summed in the layer kernel's order (b, then i = 0, 1, ...), so that predict equals
-    # forward bit for bit below BLAS_MIN_ROWS (tests/test_api.py relies on it).
+    # forward bit for bit below BLAS_MIN_ROWS.
     for n in range(n, N):
         yn, xn = y[n], x[n]
         for i in range(I):
