@@ -56,3 +56,15 @@ def _restore_logging():
     logger.handlers[:], logger.propagate = [], True
     yield
     logger.handlers[:], logger.propagate, logger.level = saved[0], saved[1], saved[2]
+
+
+@pytest.fixture
+def factory():
+    """A fresh gpiozero mock pin factory with PWM pins, as ``pins.mock_factory()`` makes for
+    the desktop; closed after the test."""
+    pytest.importorskip("gpiozero")
+    from pi_backprop.hardware.pins import mock_factory
+
+    factory = mock_factory()
+    yield factory
+    factory.close()

@@ -6,16 +6,8 @@ from pi_backprop.exc import ConfigError, HardwareError
 from pi_backprop.hardware.buttons import LabelButtons
 
 gpiozero = pytest.importorskip("gpiozero")
-from gpiozero.pins.mock import MockFactory, MockPWMPin  # noqa: E402
 
 NAMES = ["empty", "circle", "square"]
-
-
-@pytest.fixture
-def factory():
-    factory = MockFactory(pin_class=MockPWMPin)
-    yield factory
-    factory.close()
 
 
 def test_hold_mode_labels_samples_while_a_button_is_held(factory):

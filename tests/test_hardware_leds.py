@@ -9,16 +9,9 @@ from pi_backprop.hardware import leds as leds_module
 from pi_backprop.hardware.leds import PATTERNS, STATES, StatusLights, pattern_table
 
 gpiozero = pytest.importorskip("gpiozero")
-from gpiozero.pins.mock import MockFactory, MockPWMPin  # noqa: E402
+from gpiozero.pins.mock import MockFactory  # noqa: E402
 
 FAST = 0.01   # every pattern time x 0.01: a 1 Hz blink toggles every 5 ms
-
-
-@pytest.fixture
-def factory():
-    factory = MockFactory(pin_class=MockPWMPin)
-    yield factory
-    factory.close()
 
 
 def history(pin):
