@@ -8,6 +8,7 @@ source is retried with back-off; the service keeps training meanwhile.
 
 import dataclasses
 import logging
+import os
 import queue
 import threading
 import time
@@ -162,8 +163,6 @@ def open_source(config, definition, stack, *, simulate, stop_event=None):
     float32 ``definition.input_shape``. Simulation is forced with ``simulate``. A sensor
     window's waits end early once ``stop_event`` is set (a slow rate must not delay a stop).
     """
-    from .hardware.preprocess import frame_to_input
-
     kind = config.source.kind
     if simulate:
         kind = kind if kind.startswith("simulated-") else f"simulated-{kind}"
@@ -186,9 +185,7 @@ def open_source(config, definition, stack, *, simulate, stop_event=None):
                     raise
                 raise HardwareError(f"{error} (this is not a Raspberry Pi: use --simulate, or "
                                     'source.kind = "simulated-camera")') from None
-        order = camera.channel_order
-        return (lambda: frame_to_input(camera.capture(), shape, channel_order=order)), \
-            (camera if kind == "simulated-camera" else None)
+        return (lambda: camera.capture_input(shape)), (camera if kind == "simulated-camera" else None)
     if len(shape) != 1:
         raise ConfigError(f"source.kind {config.source.kind!r} gives vectors, but model "
                               f"{definition.name!r} takes images of shape {shape}; use a camera source")
@@ -207,6 +204,11 @@ def open_source(config, definition, stack, *, simulate, stop_event=None):
         # The simulation has no hardware clock to wait for: read a window at once.
         rate = 1e6
     else:
+        from .hardware.pins import pi_model
+        if pi_model() is None and os.environ.get("GPIOZERO_PIN_FACTORY", "").lower() != "mock":
+            # gpiozero would quietly read its mock pins here: numbers that mean nothing.
+            raise HardwareError(f"source.kind \"sensor\" reads an ADC on a Raspberry Pi's SPI pins; this is not "
+                                'a Raspberry Pi: use --simulate, or source.kind = "simulated-sensor"')
         devices = [open_adc_channel(config.source.sensor_device.lower(), channel,
                                     device=config.source.sensor_spi_device) for channel in channels]
         rate = config.source.sensor_rate

@@ -16,12 +16,12 @@ import dataclasses
 import hashlib
 import logging
 import urllib.parse
-import zipfile
 from pathlib import Path
 
 import numpy as np
 
 from .exc import DataError
+from .npfiles import load_numpy
 
 EVAL_FRACTION = 0.2
 SIM_DEFAULT_SIZE = {"sensor": 2048, "camera": 2048}
@@ -165,25 +165,13 @@ def open_dataset(spec, definition, dtype=np.float32) -> Dataset:
 def _from_npz(path, definition, dtype):
     if not path.is_file():
         raise DataError(f"data file {str(path)!r} does not exist")
-    try:
-        with np.load(path, allow_pickle=False) as archive:
-            names = set(archive.files)
-            for key in ("x", "y"):
-                if key not in names:
-                    raise DataError(f"{path}: has no array {key!r} (found: {', '.join(sorted(names)) or 'none'})")
-            x, y = archive["x"], archive["y"]
-            classes = archive["classes"] if "classes" in names else None
-    except DataError:
-        raise
-    except ValueError as error:
-        if "allow_pickle" in str(error) or "pickle" in str(error).lower():
-            raise DataError(f"{path}: holds pickled Python objects, refused (pickles can run code); "
-                            "save plain numeric arrays") from None
-        raise DataError(f"{path}: cannot be read as .npz ({error})") from None
-    except (OSError, EOFError, zipfile.BadZipFile) as error:
-        raise DataError(f"{path}: cannot be read as .npz ({error})") from None
-    if not isinstance(x, np.ndarray) or not isinstance(y, np.ndarray):
-        raise DataError(f"{path}: x and y must be .npy arrays")
+    arrays = load_numpy(path, "npz")
+    for key in ("x", "y"):
+        if key not in arrays:
+            raise DataError(f"{path}: has no array {key!r} (found: {', '.join(sorted(arrays)) or 'none'})")
+    x, y = arrays["x"], arrays["y"]
+    # "class_names" is what `pi-backprop data export` writes; "classes" is accepted too.
+    classes = arrays.get("class_names", arrays.get("classes"))
     if classes is not None:
         names = [str(c) for c in np.asarray(classes).ravel()]
         if names != list(definition.classes):

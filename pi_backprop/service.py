@@ -26,7 +26,7 @@ from .capture import Capture, SimulatedOperator, check_pins_for_classes, open_so
 from .checkpoint import CheckpointWriteError
 from .config import NO_PIN, diff_live, load_config
 from .datasets import Dataset
-from .exc import ConfigError, DataError, PiBackpropError
+from .exc import ConfigError, DataError
 from .logs import setup_logging
 from .modeldef import load_definition
 from .predictions import PredictionReporter, confidences
@@ -63,11 +63,13 @@ class Service:
     """
 
     def __init__(self, config, *, config_path=None, simulate=False, state_dir=None, until_accuracy=None,
-                 max_seconds=None, notifier=None, on_light=None, stop_event=None):
+                 max_seconds=None, notifier=None, on_light=None, stop_event=None, backend_chosen=False):
         self.config, self.config_path, self.simulate = config, config_path, simulate
         self.until_accuracy, self.max_seconds = until_accuracy, max_seconds
         self.notifier = notifier if notifier is not None else Notifier()
         self.on_light = on_light
+        self.backend_chosen = backend_chosen   # --backend given: it wins over model.backend
+        self.metrics = {}
         self.stop_event = stop_event or threading.Event()
         self.state_dir = Path(state_dir or config.service.state_dir or paths.state_dir())
         self.checkpoint_dir = self.state_dir / "checkpoints"
@@ -110,7 +112,7 @@ class Service:
         config, definition = self.config, self.definition
         # From the start: a SIGTERM while the kernels compile must stop us cleanly too.
         self._stack.enter_context(self._signals())
-        if config.model.backend != "auto":
+        if config.model.backend != "auto" and not self.backend_chosen:
             from .nn import set_backend
             set_backend(config.model.backend)
         try:
@@ -196,14 +198,13 @@ class Service:
                           lr=training.lr, seed=self.config.model.seed,
                           momentum=training.momentum if sgd else None,
                           weight_decay=training.weight_decay if sgd else None,
-                          checkpoint_every=training.checkpoint_every_steps, keep=training.keep,
+                          # The service decides when to checkpoint (_checkpoint_if_due: steps,
+                          # seconds and a minimum interval for the SD card) and to evaluate.
+                          checkpoint_every=sys.maxsize, eval_every=sys.maxsize, keep=training.keep,
                           max_grad_norm=training.max_grad_norm, stop_event=self.stop_event,
                           hooks=[self._after_step])
         # batch_size may change from one start to the next (the store grows): not a new run.
         trainer.settings["batch_size"] = training.batch_size
-        # The service decides when to checkpoint (_checkpoint_if_due: steps, seconds and a
-        # minimum interval for the SD card); the trainer's own every-K-steps is switched off.
-        trainer.checkpoint_every = trainer.eval_every = sys.maxsize
         for path, reason in trainer.skipped:
             _log.warning("skipped damaged checkpoint %s: %s", path.name, reason)
         if trainer.resumed_from is not None:
@@ -274,7 +275,6 @@ class Service:
     def _train_burst(self) -> bool:
         if self.training_stopped or not self.config.training.enabled or not self._refresh_dataset():
             return False
-        self._update_lights()
         trainer = self.trainer
         if not self._trained_yet:
             # The checkpoint clock starts with training, not with collecting.
@@ -284,11 +284,6 @@ class Service:
         except DivergenceError as error:
             self._roll_back(error)
             return True
-        except CheckpointWriteError as error:
-            _log.error("checkpoint not written: %s; training goes on, next try in %.0f s",
-                       error, self.config.training.checkpoint_every_seconds)
-            self._part_failed()
-            self._last_checkpoint_time = time.monotonic()
         if time.monotonic() - self._last_eval >= EVAL_SECONDS:
             self._evaluate()
         return True
@@ -321,8 +316,6 @@ class Service:
     def _after_step(self, report):
         self._ping_watchdog()
         self._burst_losses.append(report.loss)
-        if report.checkpoint is not None:
-            self._checkpoint_written(report.checkpoint)
 
     def _evaluate(self):
         trainer, dataset = self.trainer, self.trainer.dataset
@@ -428,20 +421,20 @@ class Service:
             _log.info("%s", text)
 
     def _status_text(self) -> str:
-        trainer, stats = self.trainer, self.store.stats()
-        metrics = getattr(self, "metrics", {})
+        trainer, metrics = self.trainer, self.metrics
+        labelled = int(self.store.class_counts("all").sum())
         parts = []
         if self.training_stopped:
             parts.append("training stopped (diverged)")
         elif trainer.dataset is None:
-            parts.append(f"collecting: {stats.labelled} labelled samples")
+            parts.append(f"collecting: {labelled} labelled samples")
         else:
             parts.append(f"step {trainer.step}")
             if metrics.get("train_loss") is not None:
                 parts.append(f"loss {metrics['train_loss']:.3f}")
             if metrics.get("eval_accuracy") is not None:
                 parts.append(f"val acc {metrics['eval_accuracy']:.1%}")
-            parts.append(f"{stats.labelled} samples")
+            parts.append(f"{labelled} samples")
         if self.reporter.last:
             parts.append(f"last: {self.reporter.last}")
         if self.capture.failing:
@@ -452,7 +445,7 @@ class Service:
         if self.max_seconds is not None and time.monotonic() - self.started >= self.max_seconds:
             _log.info("time limit of %.0f s reached", self.max_seconds)
             return True
-        accuracy = getattr(self, "metrics", {}).get("eval_accuracy")
+        accuracy = self.metrics.get("eval_accuracy")
         if (self.until_accuracy is not None and accuracy is not None and accuracy >= self.until_accuracy
                 and self.metrics.get("eval_samples", 0) >= MIN_VALIDATION):
             _log.info("validation accuracy %.1f%% reached the target of %.1f%%", 100 * accuracy,
@@ -469,9 +462,8 @@ class Service:
             self._save_checkpoint()
         self._shown = "idle"
         self.lights.set_state("idle")
-        stats = self.store.stats()
-        self.summary = {"samples": stats.labelled, "steps": self.trainer.step,
-                        "accuracy": getattr(self, "metrics", {}).get("eval_accuracy"),
+        self.summary = {"samples": int(self.store.class_counts("all").sum()), "steps": self.trainer.step,
+                        "accuracy": self.metrics.get("eval_accuracy"),
                         "live_accuracy": self.reporter.recent_accuracy,
                         "checkpoint": self.trainer.last_checkpoint or (
                             self.trainer.resumed_from.path if self.trainer.resumed_from else None),
@@ -531,7 +523,10 @@ class Service:
         self.trainer.settings["batch_size"] = training.batch_size
         self.trainer.keep = training.keep
         self.trainer.max_grad_norm = training.max_grad_norm
-        self.store.set_limits(max_per_class=new.store.max_per_class, max_bytes=new.store.max_bytes)
+        try:
+            self.store.set_limits(max_per_class=new.store.max_per_class, max_bytes=new.store.max_bytes)
+        except DataError as error:
+            _log.warning("SIGHUP: store bounds not applied now (%s); they apply on the next start", error)
         self.reporter.configure(jsonl=new.predict.jsonl, max_bytes=new.predict.jsonl_max_bytes,
                                 log_all=new.predict.log_all)
         if new.logging.level != old.logging.level:   # else a --verbose run stays verbose
@@ -556,11 +551,4 @@ class Service:
             self.on_light(state, text)
 
 
-def run_service(config_path=None, **kwargs) -> dict:
-    """Load the config, run the service until stopped, return its summary."""
-    config = load_config(config_path)
-    with Service(config, config_path=config_path, **kwargs) as service:
-        return service.run()
-
-
-__all__ = ["Service", "run_service", "balanced_index", "PiBackpropError"]
+__all__ = ["Service", "balanced_index"]

@@ -38,7 +38,9 @@ from pathlib import Path
 import numpy as np
 
 from . import paths
+from .checkpoint import fsync_directory
 from .exc import DataError, ShapeError
+from .npfiles import load_numpy
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x70696270  # "pibp": marks the file as ours
@@ -599,13 +601,17 @@ class SampleStore:
         ``class_names``); they must fit the store's sample shape and class names. Returns the
         number added (the bounds may drop some again)."""
         x, y, names = read_npz(path)
+        return self.import_arrays(x, y, names, source=source or f"import:{Path(path).name}")
+
+    def import_arrays(self, x, y, names, *, source: str) -> int:
+        """Add samples read by ``read_npz`` (x, y with -1 for unlabelled, class names)."""
         stored_shape = self.sample_shape
         if stored_shape is not None and tuple(x.shape[1:]) != stored_shape:
-            raise ShapeError(f"{path}: samples have shape {tuple(x.shape[1:])} but the store holds "
+            raise ShapeError(f"{source}: samples have shape {tuple(x.shape[1:])} but the store holds "
                              f"shape {stored_shape}")
         with self._lock:
             self.set_class_names(names)
-            self.add_samples(x, y, source or f"import:{Path(path).name}")
+            self.add_samples(x, y, source)
         return int(x.shape[0])
 
 
@@ -691,28 +697,18 @@ def write_npz(path, x, y, class_names) -> None:
         except FileNotFoundError:
             pass
         raise
-    dir_fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(dir_fd)
-    finally:
-        os.close(dir_fd)
+    fsync_directory(directory)
 
 
 def read_npz(path):
     """Read and check an ``.npz`` data set: returns x float32 (N, ...), y int64 (N,) with -1 for
     unlabelled samples, and class_names (tuple of str). Never unpickles."""
-    try:
-        with np.load(path, allow_pickle=False) as data:
-            missing = [key for key in ("x", "y", "class_names") if key not in data.files]
-            if missing:
-                raise DataError(f"{path}: missing array(s) {', '.join(missing)}; a data file holds "
-                                "x (samples), y (class indices) and class_names")
-            x, y, names = data["x"], data["y"], data["class_names"]
-    except FileNotFoundError:
-        raise DataError(f"{path}: no such file") from None
-    except (ValueError, OSError) as error:
-        # np.load's ValueError covers object arrays that would need pickle.
-        raise DataError(f"{path}: not a readable .npz data file ({error})") from None
+    data = load_numpy(path, "npz")
+    missing = [key for key in ("x", "y", "class_names") if key not in data]
+    if missing:
+        raise DataError(f"{path}: missing array(s) {', '.join(missing)}; a data file holds "
+                        "x (samples), y (class indices) and class_names")
+    x, y, names = data["x"], data["y"], data["class_names"]
     if x.dtype.kind not in "fiub" or x.ndim < 2:
         raise DataError(f"{path}: x must be a numeric array (N, ...), got dtype {x.dtype} shape {x.shape}")
     if y.dtype.kind not in "iu" or y.shape != (x.shape[0],):

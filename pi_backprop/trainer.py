@@ -177,6 +177,8 @@ class Trainer:
             raise ConfigError(f"optimizer {settings['optimizer']!r} is unknown; choose {' or '.join(OPTIMIZERS)}")
         if settings["lr"] is None:
             settings["lr"] = DEFAULT_LR[settings["optimizer"]]
+        if not settings["lr"] > 0:   # lr 0 would train for hours and change nothing
+            raise ConfigError(f"lr must be > 0, got {settings['lr']!r}")
         settings["batch_size"] = _positive_int(settings["batch_size"], "batch_size")
         seed = settings["seed"]
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:

@@ -188,3 +188,14 @@ def test_camera_on_a_desktop_names_simulate_and_simulate_overrides_it(monkeypatc
         read, simulated = open_source(config, definition, stack, simulate=True)
         x = read()
     assert simulated is not None and x.shape == definition.input_shape and x.dtype == np.float32
+
+
+def test_a_real_sensor_off_a_pi_is_one_line_not_mock_readings(monkeypatch):
+    import contextlib
+    from pi_backprop.hardware import pins
+
+    monkeypatch.setattr(pins, "pi_model", lambda *args: None)
+    monkeypatch.delenv("GPIOZERO_PIN_FACTORY", raising=False)
+    config = parse_config({"source": {"kind": "sensor"}})
+    with contextlib.ExitStack() as stack, pytest.raises(HardwareError, match="not a Raspberry Pi: use --simulate"):
+        open_source(config, load_definition("sensor_mlp"), stack, simulate=False)

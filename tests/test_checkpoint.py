@@ -407,3 +407,5 @@ def test_checkpoint_list_and_show(tmp_path, capsys):
     assert "integrity    DAMAGED: is empty" in capsys.readouterr().out
     assert main(["checkpoint", "list", str(tmp_path / "missing")]) == 2
     assert capsys.readouterr().err.strip().endswith("is not a folder")
+    assert main(["checkpoint", "show", str(tmp_path)]) == 2
+    assert "is a folder: pi-backprop checkpoint list" in capsys.readouterr().err

@@ -115,3 +115,12 @@ def test_help_shows_examples(capsys):
 def _labelled(db):
     with SampleStore(db, readonly=True) as store:
         return store.stats().labelled
+
+
+def test_a_bad_import_file_creates_no_store(tmp_path, capsys):
+    bad = tmp_path / "bad.npz"
+    bad.write_text("hello")
+    db = tmp_path / "state" / "samples.db"
+    status, out, err = run(capsys, "import", bad, "--db", db)
+    assert status == 2 and "is not a .npz file" in err
+    assert not db.exists() and "creating" not in out

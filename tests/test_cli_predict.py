@@ -216,7 +216,8 @@ def _pickled(path):
     (["{t}/missing.png"], "{t}/missing.png: no such file"),
     (["{t}/bad.npy"], "{t}/bad.npy: array of shape (5, 5) does not fit the model: it takes (1, 12, 12), "
                       "a batch (N, 1, 12, 12) or a uint8 camera frame (H, W[, 3])"),
-    (["{t}/pickled.npy"], "{t}/pickled.npy: holds pickled Python objects, refused (pickles can run code)"),
+    (["{t}/pickled.npy"], "{t}/pickled.npy: holds pickled Python objects, refused (pickles can run code); "
+     "save plain numeric arrays"),
     (["{t}/nan.npy"], "{t}/nan.npy: input 0 holds NaN or inf"),
     (["{t}/photo.jpg"], "{t}/photo.jpg is a JPEG, which needs Pillow: pip install pillow (on Raspberry Pi OS: "
                         "sudo apt install python3-pil); or convert it to PNG"),
@@ -240,3 +241,14 @@ def test_pi_camera_missing_on_a_desktop(capsys, camera_state, monkeypatch):
     assert status == 2
     assert err.startswith("pi-backprop predict: error: picamera2 is not available (")
     assert "sudo apt install python3-picamera2" in err and err.count("\n") == 1
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (lambda path: np.save(path, np.zeros((0, 32), np.float32)), "holds no inputs"),
+    (lambda path: path.write_text("not numbers"), "is not a .npy file (its first bytes are neither"),
+])
+def test_unusable_npy_is_one_line(sensor_state, tmp_path, capsys, content, fragment):
+    path = tmp_path / "input.npy"
+    content(path)
+    status, out, err = run(capsys, "--state-dir", sensor_state, path)
+    assert status == 2 and fragment in err and len(err.splitlines()) == 1 and out == ""

@@ -1,6 +1,7 @@
 """Data sources for `train --data`: .npz validation, simulated sources, the held-out split."""
 
 import pickle
+import re
 
 import numpy as np
 import pytest
@@ -132,3 +133,27 @@ def test_held_out_split_is_stable_as_data_grows():
     assert 0.18 < large.mean() < 0.22
     data = Dataset.from_arrays(np.zeros((2, 32)), np.array([0, 1]), SENSOR)
     assert len(data.train_index) >= 1
+
+
+def test_exported_class_names_are_checked_against_the_model(tmp_path):
+    """`data export` writes class_names: a file of other classes is refused, not trained on."""
+    from pi_backprop.store import write_npz
+
+    x, y = np.zeros((6, 32), np.float32), np.arange(6) % 2
+    write_npz(tmp_path / "two.npz", x, y, ("a", "b"))
+    with pytest.raises(DataError, match="classes"):
+        open_dataset(tmp_path / "two.npz", SENSOR)
+    write_npz(tmp_path / "four.npz", x, y, SENSOR.classes)
+    assert len(open_dataset(tmp_path / "four.npz", SENSOR)) == 6
+
+
+@pytest.mark.parametrize("content, fragment", [
+    (b"hello", "its first bytes are neither"),
+    (pickle.dumps({"x": 1}), "pickled Python data, refused"),
+    (b"", "it is empty"),
+])
+def test_a_file_that_is_no_npz_says_what_it_is(tmp_path, content, fragment):
+    path = tmp_path / "data.npz"
+    path.write_bytes(content)
+    with pytest.raises(DataError, match=re.escape(fragment)):
+        open_dataset(path, SENSOR)

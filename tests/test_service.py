@@ -391,3 +391,29 @@ def test_step_checkpoints_wait_for_the_minimum_interval(tmp_path, minimum, at_mo
     else:
         assert len(during_run) <= at_most       # only the one written on stopping
         assert len(checkpoint_files(tmp_path / "state")) == 1
+
+
+def test_an_explicit_backend_wins_over_the_config(tmp_path, backend):
+    """`pi-backprop --backend X run`: model.backend in the config does not override X."""
+    other = "numpy" if backend == "numba" else "numba"
+    config = write_config(tmp_path / "c.toml", model={"name": "sensor_mlp", "backend": other})
+    with Service(load_config(config), simulate=True, state_dir=tmp_path / "s", notifier=Notifier(environ={}),
+                 backend_chosen=True):
+        from pi_backprop.nn import get_backend
+        assert get_backend() == backend
+
+
+def test_store_bounds_failing_on_sighup_keep_the_service_running(tmp_path, monkeypatch, caplog):
+    config = write_config(tmp_path / "c.toml")
+    with running(config, tmp_path / "state") as service:
+        wait_for(lambda: service.trainer.step > 0, what="training")
+
+        def locked(**kwargs):
+            raise DataError("database is locked")
+        monkeypatch.setattr(service.store, "set_limits", locked)
+        write_config(config, store={"max_per_class": 50})
+        with caplog.at_level(logging.WARNING, logger="pi_backprop"):
+            service._reload_requested = True
+            wait_for(lambda: "store bounds not applied" in caplog.text, what="the warning")
+        step = service.trainer.step
+        wait_for(lambda: service.trainer.step > step, what="training after the reload")

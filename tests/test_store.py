@@ -294,7 +294,7 @@ def test_export_import_round_trip(store, tmp_path, rng):
     (dict(x=np.zeros((2, 3)), y=np.zeros(3, int), class_names=np.array(["a"])), "y must be integers of shape"),
     (dict(x=np.full((2, 3), np.inf), y=np.zeros(2, int), class_names=np.array(["a"])), "NaN or inf"),
     (dict(x=np.zeros((2, 3)), y=np.zeros(2, int), class_names=np.array([{"a": 1}], dtype=object)),
-     "not a readable .npz"),
+     "holds pickled Python objects, refused"),
 ])
 def test_bad_npz_files(tmp_path, arrays, message):
     path = tmp_path / "bad.npz"

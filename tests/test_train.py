@@ -236,3 +236,8 @@ def test_camera_model_resumes_bit_identically_on_each_backend(tmp_path, backend,
     with make(tmp_path / "stopped") as t:
         t.run(10)
         assert state(t) == expected
+
+
+def test_a_zero_learning_rate_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="lr must be > 0"):
+        trainer(tmp_path, lr=0.0)

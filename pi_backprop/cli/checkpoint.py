@@ -68,6 +68,8 @@ def _why(error, path):
 
 
 def _show(path) -> int:
+    if path.is_dir():
+        raise ConfigError(f"{path} is a folder: pi-backprop checkpoint list {path} shows its checkpoints")
     if not path.is_file():
         raise ConfigError(f"{path}: no such file")
     try:

@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import paths
 from ..exc import DataError
-from ..store import DEFAULT_FILENAME, SampleStore
+from ..store import DEFAULT_FILENAME, SampleStore, read_npz
 
 EXAMPLES = """\
 examples:
@@ -87,11 +87,12 @@ def run(args) -> int:
             count = store.export_npz(args.file, split=args.split, unlabelled=args.unlabelled)
         print(f"wrote {count} samples ({args.split}) from {path} to {args.file}")
     elif args.action == "import":
+        x, y, names = read_npz(args.file)   # a bad file is refused before any store is made
         if not path.exists():
             print(f"creating sample store {path}")
         with SampleStore(path) as store:
             before = len(store)
-            count = store.import_npz(args.file, source=args.source)
+            count = store.import_arrays(x, y, names, source=args.source or f"import:{Path(args.file).name}")
             after = len(store)
         dropped = before + count - after
         print(f"imported {count} samples from {args.file} into {path}: {after} stored"

@@ -15,6 +15,7 @@ import numpy as np
 from ..exc import ConfigError, DataError
 from ..images import read_image
 from ..inference import load_newest
+from ..npfiles import load_numpy
 from .evaluate import add_location_arguments
 
 EXAMPLES = """\
@@ -127,14 +128,9 @@ def _read_input(path, shape, dtype):
 
 def _from_npy(path, shape):
     """(N, *shape) from a .npy: a model input, a batch, or a uint8 camera frame (or frames)."""
-    try:
-        array = np.load(path, allow_pickle=False)
-    except ValueError as error:
-        if "pickle" in str(error).lower():
-            raise DataError(f"{path}: holds pickled Python objects, refused (pickles can run code)") from None
-        raise DataError(f"{path}: cannot be read as .npy ({error})") from None
-    except (OSError, EOFError) as error:
-        raise DataError(f"{path}: cannot be read as .npy ({error})") from None
+    array = load_numpy(path, "npy")
+    if array.size == 0:
+        raise DataError(f"{path}: holds no inputs (shape {array.shape})")
     if array.dtype.hasobject or not (np.issubdtype(array.dtype, np.number) or array.dtype == bool) \
             or np.issubdtype(array.dtype, np.complexfloating):
         raise DataError(f"{path}: must hold real numbers, got dtype {array.dtype}")

@@ -37,7 +37,8 @@ def run(args) -> int:
         _log.info("no --config given: built-in defaults (source %s, model %s)",
                   config.source.kind, config.model.name)
     with Service(config, config_path=args.config, simulate=args.simulate, state_dir=args.state_dir,
-                 until_accuracy=args.until_accuracy, max_seconds=args.max_seconds) as service:
+                 until_accuracy=args.until_accuracy, max_seconds=args.max_seconds,
+                 backend_chosen=args.backend is not None) as service:
         summary = service.run()
     accuracy = summary.get("accuracy")
     live = summary.get("live_accuracy")

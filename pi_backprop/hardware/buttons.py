@@ -13,6 +13,7 @@ from .pins import open_device, pin_factory as default_pin_factory
 _log = logging.getLogger(__name__)
 
 MODES = ("hold", "press")
+MAX_PRESSES_KEPT = 1000
 
 
 class LabelButtons:
@@ -28,8 +29,8 @@ class LabelButtons:
     pin_factory : a gpiozero pin factory; default ``pins.pin_factory()``
     on_press    : optional callable(class_index), called from gpiozero's thread on a press
 
-    ``take_label() -> int | None``; ``held() -> list of class indices``; ``presses`` (a list
-    of class indices, every press seen); ``close()`` (idempotent). A context manager.
+    ``take_label() -> int | None``; ``held() -> list of class indices``; ``presses`` (class indices of the
+    presses seen, the newest 500 to 1000); ``close()`` (idempotent). A context manager.
     """
 
     def __init__(self, pins, *, class_names=None, mode="hold", bounce_time=0.05, pull_up=True,
@@ -73,6 +74,8 @@ class LabelButtons:
         # gpiozero 1.6 passes the device to a one-argument handler, 2.0 too; we ignore it.
         with self._lock:
             self.presses.append(index)
+            if len(self.presses) > MAX_PRESSES_KEPT:   # a service runs for months
+                del self.presses[:-MAX_PRESSES_KEPT // 2]
             self._pending = index
         _log.debug("label button %r pressed", self.class_names[index])
         if self.on_press is not None:
