@@ -128,6 +128,8 @@ class Trainer:
         self._eval_loss = definition.make_loss()
         explicit = {"optimizer": optimizer, "lr": lr, "batch_size": batch_size, "seed": seed,
                     "momentum": momentum, "weight_decay": weight_decay}
+        # A bad explicit value is refused before the checkpoint directory is created or locked.
+        self._resolve(explicit, {}, None)
         try:
             self._lock()
             latest = None

@@ -336,6 +336,9 @@ def test_read_dataset_keeps_the_store_split(store):
     assert 0 < validation < 60 and int(eval_mask.sum()) == validation and len(y) == 60
     # each row keeps its own label: the tag encodes it
     assert np.array_equal(x[:, 0] // 1000, y)
+    # and its own side of the split: the tag's insertion number is the row id less one
+    ids = (x[:, 0] % 1000).astype(int) + 1
+    assert list(eval_mask) == [is_validation(i, store.validation_fraction) for i in ids]
 
 
 def test_newest_reads_only_the_newest_of_a_class(store):

@@ -238,6 +238,7 @@ def test_camera_model_resumes_bit_identically_on_each_backend(tmp_path, backend,
         assert state(t) == expected
 
 
-def test_a_zero_learning_rate_is_refused(tmp_path):
+def test_a_zero_learning_rate_is_refused_before_the_directory_is_touched(tmp_path):
     with pytest.raises(ConfigError, match="lr must be > 0"):
-        trainer(tmp_path, lr=0.0)
+        trainer(tmp_path / "run", lr=0.0)
+    assert not (tmp_path / "run").exists()
