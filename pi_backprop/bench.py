@@ -73,7 +73,8 @@ def ours(backend, name, batch):
     x, t = _data(definition, batch)
 
     def step():
-        pb.set_backend(backend)  # candidates alternate in one process
+        if pb.get_backend() != backend:  # candidates alternate in one process
+            pb.set_backend(backend)
         model.train_step(x, t, loss, optimizer)
     return step, model
 
@@ -86,7 +87,8 @@ def ours_predict(backend, name):
     x, _ = _data(definition, 1)
 
     def step():
-        pb.set_backend(backend)
+        if pb.get_backend() != backend:
+            pb.set_backend(backend)
         model.predict(x)
     return step
 

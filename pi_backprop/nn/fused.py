@@ -64,7 +64,7 @@ class Program:
     """
 
     def __init__(self, model):
-        self.layer_ids = tuple(id(layer) for layer in model.layers)
+        self.layers = list(model.layers)
         self.input_shape = model.input_shape
         self.input_size = int(np.prod(model.input_shape))
         self.dtype = model.dtype
@@ -114,6 +114,7 @@ class Program:
         self.has_conv = bool((self.ops[:, 0] == 2).any())
         self.dense_macs = int(sum(row[7] * row[10] for row in self.ops if row[0] == 1))
         self._workspaces = {}
+        self._loss = self._optimizer = None  # what train_step was last called with (_bind)
         self._sgd_hyper = {}  # N -> SGD hyper-parameters last written into that S
         self._no_labels = np.zeros(0, np.int64)
         self._no_targets = np.zeros(0, self.dtype)
@@ -130,10 +131,11 @@ class Program:
         return not self.has_conv and N * self.dense_macs >= BLAS_MIN_MACS
 
     def matches(self, model) -> bool:
-        return self.layer_ids == tuple(map(id, model.layers))
+        return self.layers == model.layers  # layers compare by identity: ~40 ns
 
     def workspace(self, N):
-        """(A, D, X, IDX, S) for batch size N, reused from call to call."""
+        """(A, D, X, IDX, S, runner) for batch size N, reused from call to call; runner is
+        ``kernels_fused.run`` or ``blas_step.run`` (see ``prefers_blas``)."""
         space = self._workspaces.get(N)
         if space is None:
             if len(self._workspaces) >= _WORKSPACES_KEPT:
@@ -142,67 +144,90 @@ class Program:
                 self._sgd_hyper.pop(oldest, None)
             S = np.zeros(10, self.dtype)
             S[0], S[1] = N, 1
+            runner = _blas_step().run if self.prefers_blas(N) else _kernels().run
             space = (np.zeros(N * self.act_size, self.dtype), np.zeros(2 * N * self.max_size, self.dtype),
                      np.zeros(N * self.cols_size + self.scratch_size, self.dtype),
-                     np.zeros(N * self.arg_size, np.int64), S)
+                     np.zeros(N * self.arg_size, np.int64), S, runner)
             self._workspaces[N] = space
         return space
 
     # -- entry points (the caller checked the backend and the model) ----------------------
+    # Per call, these run in about 1 µs of Python: a W1 step at batch 1 is ~4 µs in all, so
+    # every attribute lookup shows. Hence the fast checks first and the lookups cached.
 
     def train_step(self, model, x, t, loss, optimizer):
         """One fused step; returns the loss, or None when loss or optimizer is not supported."""
-        loss_kind = _LOSSES.get(type(loss))
-        opt_kind = _OPTIMIZERS.get(type(optimizer))
-        if loss_kind is None or opt_kind is None or optimizer.model is not model:
-            return None
-        x = self._checked_input(model, x)
-        N, K = x.shape[0], self.classes
+        if loss is not self._loss or optimizer is not self._optimizer:
+            if not self._bind(model, loss, optimizer):
+                return None
+        if not (x.__class__ is np.ndarray and x.dtype is self.dtype and x.shape[1:] == self.input_shape
+                and x.shape[0]):
+            x = model._check_input(x)
+        N = x.shape[0]
         labels, targets, use_labels = self._no_labels, self._no_targets, True
-        t_array = t if isinstance(t, np.ndarray) else np.asarray(t)
-        if t_array.ndim == 1 and t_array.dtype == _INT64 and t_array.shape[0] == N:
-            labels = t_array
-        elif t_array.ndim == 2 and t_array.dtype == self.dtype and t_array.shape == (N, K) \
-                and t_array.flags.c_contiguous:
-            targets, use_labels = t_array.reshape(-1), False
+        t_array = t if t.__class__ is np.ndarray else np.asarray(t)
+        # ravel(): a view when contiguous, else a contiguous copy (numba would compile anew
+        # for a strided array)
+        if t_array.dtype is _INT64 and t_array.shape == (N,):
+            labels = t_array.ravel()
+        elif t_array.dtype is self.dtype and t_array.shape == (N, self.classes):
+            targets, use_labels = t_array.ravel(), False
         else:  # other dtypes or shapes: the layer path's checks convert, or raise its errors
-            model._check_input(x)  # an input error comes first, as in the layer path
-            checked = check_targets(np.empty((N, K), self.dtype), t_array, type(loss).__name__)
-            if checked.ndim == 1:
-                labels = checked.astype(np.int64, copy=False)
-            else:
-                targets, use_labels = np.ascontiguousarray(checked).reshape(-1), False
-        A, D, X, IDX, S = self.workspace(N)
-        if opt_kind == 1:
+            labels, targets, use_labels = self._checked_targets(model, x, t_array, loss)
+        A, D, X, IDX, S, runner = self._workspaces.get(N) or self.workspace(N)
+        if self._opt_kind == 1:
             hyper = (optimizer.lr, optimizer.momentum, optimizer.weight_decay)
             if self._sgd_hyper.get(N) != hyper:  # a numpy slice assignment costs ~1 µs
                 S[2:5] = hyper
                 self._sgd_hyper[N] = hyper
-            buf1, buf2 = optimizer.buffers["velocity"], self._no_buffer
         else:
             step = optimizer.step_count + 1
             b1, b2 = optimizer.beta1, optimizer.beta2
             S[2:10] = optimizer.lr, b1, 1 - b1, b2, 1 - b2, 1 - b1 ** step, 1 - b2 ** step, optimizer.eps
             self._sgd_hyper.pop(N, None)
-            buf1, buf2 = optimizer.buffers["m"], optimizer.buffers["v"]
-        runner = _blas_step().run if self.prefers_blas(N) else _kernels().run
-        value = runner(self.ops, N, x.reshape(-1), labels, targets, use_labels, loss_kind,
-                       model.parameter_vector, model.gradient_vector, A, D, X, self.cols_size, IDX, S,
-                       opt_kind, buf1, buf2)
+        buf1, buf2 = self._buffers
+        value = runner(self.ops, N, x.ravel(), labels, targets, use_labels, self._loss_kind,
+                       self._parameters, self._gradients, A, D, X, self.cols_size, IDX, S,
+                       self._opt_kind, buf1, buf2)
         if value < 0:
-            self._raise_for(model, value, x, t_array, loss, N, K)
+            self._raise_for(model, value, x, t_array, loss)
         optimizer.step_count += 1
-        return float(value)
+        return value
+
+    def _bind(self, model, loss, optimizer) -> bool:
+        """Remember loss and optimizer for the calls to come; False if either is not supported."""
+        loss_kind = _LOSSES.get(type(loss))
+        opt_kind = _OPTIMIZERS.get(type(optimizer))
+        if loss_kind is None or opt_kind is None or optimizer.model is not model:
+            return False
+        self._loss, self._optimizer, self._loss_kind, self._opt_kind = loss, optimizer, loss_kind, opt_kind
+        self._parameters, self._gradients = model.parameter_vector, model.gradient_vector
+        if opt_kind == 1:
+            self._buffers = (optimizer.buffers["velocity"], self._no_buffer)
+        else:
+            self._buffers = (optimizer.buffers["m"], optimizer.buffers["v"])
+        return True
+
+    def _checked_targets(self, model, x, t, loss):
+        """(labels, targets, use_labels) from targets of another dtype or form, converted as
+        the layer path converts them, or its error."""
+        model._check_input(x)  # an input error comes first, as in the layer path
+        N, K = x.shape[0], self.classes
+        checked = check_targets(np.empty((N, K), self.dtype), t, type(loss).__name__)
+        if checked.ndim == 1:
+            return checked.astype(np.int64, copy=False), self._no_targets, True
+        return self._no_labels, np.ascontiguousarray(checked).reshape(-1), False
 
     def predict(self, model, x):
         """Outputs (N, classes) for inputs (N, *input_shape); nothing kept."""
-        x = self._checked_input(model, x)
+        if not (x.__class__ is np.ndarray and x.dtype is self.dtype and x.shape[1:] == self.input_shape
+                and x.shape[0]):
+            x = model._check_input(x)
         N = x.shape[0]
-        A, D, X, IDX, S = self.workspace(N)
-        runner = _blas_step().run if self.prefers_blas(N) else _kernels().run
-        status = runner(self.ops, N, x.reshape(-1), self._no_labels, self._no_targets, False, 0,
-                                model.parameter_vector, model.gradient_vector, A, D, X, self.cols_size,
-                                IDX, S, _FORWARD_ONLY, self._no_buffer, self._no_buffer)
+        A, D, X, IDX, S, runner = self._workspaces.get(N) or self.workspace(N)
+        status = runner(self.ops, N, x.ravel(), self._no_labels, self._no_targets, False, 0,
+                        model.parameter_vector, model.gradient_vector, A, D, X, self.cols_size,
+                        IDX, S, _FORWARD_ONLY, self._no_buffer, self._no_buffer)
         if status < 0:
             model._check_input(x)  # raises the layer path's error for NaN/inf
         start = N * self.output_offset
@@ -210,16 +235,10 @@ class Program:
 
     # -- validation ---------------------------------------------------------------------------
 
-    def _checked_input(self, model, x):
-        if isinstance(x, np.ndarray) and x.dtype == self.dtype and x.ndim >= 2 and x.shape[0] \
-                and x.shape[1:] == self.input_shape and x.flags.c_contiguous:
-            return x  # the kernel checks NaN/inf before any work
-        return model._check_input(x)
-
-    def _raise_for(self, model, status, x, t, loss, N, K):
+    def _raise_for(self, model, status, x, t, loss):
         if status == _BAD_INPUT:
             model._check_input(x)
-        check_targets(np.empty((N, K), self.dtype), t, type(loss).__name__)
+        check_targets(np.empty((x.shape[0], self.classes), self.dtype), t, type(loss).__name__)
         raise AssertionError(f"fused step reported status {status} but the inputs check out")
 
 
