@@ -266,6 +266,35 @@ def test_fused_step_target_forms(restore_backend, name, targets):
     close(fused[0].parameter_vector, layers[0].parameter_vector, np.float64)
 
 
+CONV_NETS = {
+    # kernel widths 1, 2, 4 and 5 (three-tap groups and leftovers), 2, 3, 5 and 9 planes
+    # (four- and eight-plane groups and leftovers), padding 0 and 2, non-square kernels
+    "taps": lambda: [pb.Conv2D(2, 5, (3, 5), padding=2), pb.Tanh(), pb.Conv2D(5, 9, (2, 4)), pb.ReLU(),
+                     pb.Conv2D(9, 3, 1), pb.Sigmoid(), pb.MaxPool2D(2), pb.Flatten(), pb.Dense(3 * 5 * 3, 4)],
+    # a strided convolution: the whole step runs op by op (blas_step.py)
+    "strided": lambda: [pb.Conv2D(2, 3, 3, stride=(2, 1), padding=1), pb.ReLU(), pb.Conv2D(3, 2, 2),
+                        pb.Flatten(), pb.Dense(2 * 4 * 8, 4)],
+}
+
+
+@pytest.mark.parametrize("net", sorted(CONV_NETS))
+def test_fused_convolutions_match_layer_path(restore_backend, rng, net):
+    """float64, Adam, 3 steps at batch 3, on convolution shapes the shipped models lack."""
+    results = {}
+    for backend in ("numba", "numpy"):
+        pb.set_backend(backend)
+        model = pb.Sequential(CONV_NETS[net](), seed=4, dtype=np.float64, input_shape=(2, 9, 9))
+        optimizer, loss, data = pb.Adam(model, lr=1e-2), pb.SoftmaxCrossEntropy(), np.random.default_rng(1)
+        losses = [model.train_step(data.normal(size=(3, 2, 9, 9)), data.integers(0, 4, 3), loss, optimizer)
+                  for _ in range(3)]
+        results[backend] = model, losses
+    fused, layers = results["numba"], results["numpy"]
+    assert fused[0]._fused_program.has_strided_conv == (net == "strided")
+    np.testing.assert_allclose(fused[1], layers[1], rtol=1e-12)
+    close(fused[0].parameter_vector, layers[0].parameter_vector, np.float64)
+    close(fused[0].gradient_vector, layers[0].gradient_vector, np.float64)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_fused_predict_matches_layer_path(restore_backend, rng, name):
     definition = pb.load_definition(name)

@@ -1,15 +1,18 @@
-"""The numba backend's training step for dense networks on batches where BLAS pays: the
-fused program's ops run one by one from Python, the products through numpy's matmul
-(BLAS), everything else (activations, loss, update) through ``kernels_fused``'s compiled op
-kernels, on the same flat buffers and op rows as the fused call.
+"""The numba backend's op-by-op training step, for dense networks on batches where BLAS pays
+and for networks with a strided convolution: the fused program's ops run one by one from
+Python, dense products through numpy's matmul (BLAS), everything else (convolutions,
+activations, loss, update) through ``kernels_fused``'s compiled op kernels, on the same
+flat buffers and op rows as the fused call.
 
 Why: from ~300k multiply-adds a step, the products dominate, and BLAS runs them at several
 times the rate of numba's hand loops (numba's own ``np.dot`` would need SciPy); the dozen
 Python-level calls then cost a few per cent. Below that, one fused call wins
 (``fused.Program.prefers_blas`` decides; BENCHMARKS.md has the measurements).
 
-Convolutional networks always run fused: the fused stride-1 convolution reads the padded
-image in place, and beat im2col + BLAS here at every batch size measured (1 to 64).
+Convolutional networks run fused (the fused stride-1 convolution reads the padded image in
+place, and beat im2col + BLAS here at every batch size measured, 1 to 64), except those
+with a strided convolution: its im2col kernels are left out of the fused call, where they
+added 3 s to every first compile, and run here, compiled only when such a model is used.
 """
 
 import numpy as np
@@ -27,12 +30,12 @@ def run(ops, N, x, labels, targets, use_labels, loss_kind, P, G, A, D, X, cols_s
     if status != 0:
         return status
     one = S[kf.S_ONE]
-    _forward(ops, N, A, IDX, P, one)
+    _forward(ops, N, A, X, cols_size, IDX, P, one)
     if opt_kind == kf.FORWARD_ONLY:
         return 0.0
     loss = kf._loss(loss_kind, A, N * int(ops[-1, kf.OUT]), N, K, labels, targets, use_labels, D,
                     S[kf.S_N], one)
-    _backward(ops, N, A, IDX, P, G, D, one)
+    _backward(ops, N, A, X, cols_size, IDX, P, G, D, one)
     h = kf.S_HYPER
     if opt_kind == kf.SGD_UPDATE:
         _k_sgd_update(P, G, buf1, S[h], S[h + 1], S[h + 2])
@@ -42,7 +45,7 @@ def run(ops, N, x, labels, targets, use_labels, loss_kind, P, G, A, D, X, cols_s
     return loss
 
 
-def _forward(ops, N, A, IDX, P, one):
+def _forward(ops, N, A, X, cols_size, IDX, P, one):
     for op in ops.tolist():
         kind, xo, yo = op[kf.KIND], N * op[kf.IN], N * op[kf.OUT]
         if kind == kf.DENSE:
@@ -50,6 +53,12 @@ def _forward(ops, N, A, IDX, P, one):
             y = A[yo:yo + N * O].reshape(N, O)
             np.matmul(A[xo:xo + N * I].reshape(N, I), P[wo:wo + I * O].reshape(I, O), out=y)
             y += P[bo:bo + O]
+        elif kind == kf.CONV and op[kf.SH] == op[kf.SW] == 1:
+            kf._conv_forward_wide(A, xo, yo, X, N * op[kf.COLS], N * cols_size, P, op[kf.WOFF], op[kf.BOFF],
+                                  N, *_conv_shape(op, strides=False))
+        elif kind == kf.CONV:
+            kf._conv_forward(A, xo, yo, X, N * op[kf.COLS], P, op[kf.WOFF], op[kf.BOFF], N,
+                             *_conv_shape(op, strides=True))
         elif kind == kf.POOL:
             kf._pool_forward(A, xo, yo, IDX, N * op[kf.ARG], N, op[kf.C], op[kf.H], op[kf.W], op[kf.OH],
                              op[kf.OW], op[kf.KH], op[kf.KW], op[kf.SH], op[kf.SW])
@@ -57,7 +66,13 @@ def _forward(ops, N, A, IDX, P, one):
             kf._activation_forward(kind, A, xo, yo, N * op[kf.OUT_SIZE], one)
 
 
-def _backward(ops, N, A, IDX, P, G, D, one):
+def _conv_shape(op, strides):
+    """C, H, W, F, OH, OW, kh, kw, [sh, sw,] ph, pw of a convolution's op row."""
+    names = ["C", "H", "W", "F", "OH", "OW", "KH", "KW"] + (["SH", "SW"] if strides else []) + ["PH", "PW"]
+    return [op[getattr(kf, name)] for name in names]
+
+
+def _backward(ops, N, A, X, cols_size, IDX, P, G, D, one):
     """As ``kernels_fused._backward``: δ starts in the first half of D; halves alternate."""
     half = D.size // 2
     do, dxo = 0, half
@@ -74,6 +89,12 @@ def _backward(ops, N, A, IDX, P, G, D, one):
             np.sum(d, axis=0, out=G[bo:bo + O])
             if need_dx:
                 np.matmul(d, Wm.T, out=D[dxo:dxo + N * I].reshape(N, I))
+        elif kind == kf.CONV and op[kf.SH] == op[kf.SW] == 1:
+            kf._conv_backward_wide(X, N * op[kf.COLS], N * cols_size, P, op[kf.WOFF], G, op[kf.BOFF], D,
+                                   do, dxo, N, *_conv_shape(op, strides=False), need_dx)
+        elif kind == kf.CONV:
+            kf._conv_backward(A, X, N * op[kf.COLS], N * cols_size, P, op[kf.WOFF], G, op[kf.BOFF], D,
+                              do, dxo, N, *_conv_shape(op, strides=True), need_dx)
         elif kind == kf.POOL:
             if need_dx:
                 kf._pool_backward(D, do, dxo, IDX, N * op[kf.ARG], N, op[kf.C], op[kf.H], op[kf.W],

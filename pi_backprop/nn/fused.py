@@ -32,8 +32,9 @@ _WORKSPACES_KEPT = 3  # batch sizes with a live workspace: training, last partia
 # fused kernel's hand loops; below it the fused call's lower overhead wins. Measured on
 # x86-64, single thread (fused vs BLAS path, µs/step): W1 (4.2k MACs/sample) batch 32: 31
 # vs 40, 64: 54 vs 49, 96: 83 vs 60; W3 (79k) batch 4: 38 vs 50, 8: 64 vs 64, 16: 117 vs 89.
-# Convolutional networks always run fused: its stride-1 convolution beat im2col + BLAS at
-# every batch measured (W2 batch 1/16/64: 53/738/3100 vs 102/863/3579 µs).
+# Convolutional networks run fused: its stride-1 convolution beat im2col + BLAS at every
+# batch measured (W2 batch 1/16/64: 53/738/3100 vs 102/863/3579 µs); a network with a
+# strided convolution runs op by op (blas_step.py).
 BLAS_MIN_MACS = 400_000
 
 
@@ -112,6 +113,8 @@ class Program:
         self.max_size = max_size
         self.output_offset = int(self.ops[-1, 2])
         self.has_conv = bool((self.ops[:, 0] == 2).any())
+        strides = self.ops[self.ops[:, 0] == 2, 15:17]
+        self.has_strided_conv = bool((strides != 1).any())  # not in the fused call: blas_step
         self.dense_macs = int(sum(row[7] * row[10] for row in self.ops if row[0] == 1))
         self._workspaces = {}
         self._loss = self._optimizer = None  # what train_step was last called with (_bind)
@@ -144,7 +147,8 @@ class Program:
                 self._sgd_hyper.pop(oldest, None)
             S = np.zeros(10, self.dtype)
             S[0], S[1] = N, 1
-            runner = _blas_step().run if self.prefers_blas(N) else _kernels().run
+            op_by_op = self.has_strided_conv or self.prefers_blas(N)
+            runner = _blas_step().run if op_by_op else _kernels().run
             space = (np.zeros(N * self.act_size, self.dtype), np.zeros(2 * N * self.max_size, self.dtype),
                      np.zeros(N * self.cols_size + self.scratch_size, self.dtype),
                      np.zeros(N * self.arg_size, np.int64), S, runner)

@@ -229,12 +229,9 @@ def _forward(ops, A, X, cols_size, IDX, P, N, one):
         kind, xo, yo = op[KIND], N * op[IN], N * op[OUT]
         if kind == DENSE:
             _dense_forward(A, xo, yo, P, op[WOFF], op[BOFF], N, op[C], op[F])
-        elif kind == CONV and op[SH] == 1 and op[SW] == 1:
+        elif kind == CONV:  # stride 1 (strided convolutions run op by op: blas_step)
             _conv_forward_wide(A, xo, yo, X, N * op[COLS], N * cols_size, P, op[WOFF], op[BOFF], N,
                                op[C], op[H], op[W], op[F], op[OH], op[OW], op[KH], op[KW], op[PH], op[PW])
-        elif kind == CONV:
-            _conv_forward(A, xo, yo, X, N * op[COLS], P, op[WOFF], op[BOFF], N, op[C], op[H], op[W],
-                          op[F], op[OH], op[OW], op[KH], op[KW], op[SH], op[SW], op[PH], op[PW])
         elif kind == POOL:
             _pool_forward(A, xo, yo, IDX, N * op[ARG], N, op[C], op[H], op[W], op[OH], op[OW],
                           op[KH], op[KW], op[SH], op[SW])
@@ -452,21 +449,18 @@ def _activation_backward(kind, A, yo, D, do, size, one):
 def _backward(ops, A, X, cols_size, IDX, P, G, D, half, N, one):
     """Back-propagate the δ in the first half of D; ∂L/∂x of layer 0 is not computed.
     X holds the convolutions' cols, then (from N·cols_size on) room for one dcols."""
-    do, dxo = 0, half
+    # int64, not the literal 0: a literal would compile every op kernel a second time
+    do, dxo = np.int64(0), np.int64(half)
     for i in range(ops.shape[0] - 1, -1, -1):
         op = ops[i]
         kind, xo, yo = op[KIND], N * op[IN], N * op[OUT]
         need_dx = i > 0
         if kind == DENSE:
             _dense_backward(A, xo, P, op[WOFF], G, op[BOFF], D, do, dxo, N, op[C], op[F], need_dx)
-        elif kind == CONV and op[SH] == 1 and op[SW] == 1:
+        elif kind == CONV:  # stride 1, as in _forward
             _conv_backward_wide(X, N * op[COLS], N * cols_size, P, op[WOFF], G, op[BOFF], D, do, dxo, N,
                                 op[C], op[H], op[W], op[F], op[OH], op[OW], op[KH], op[KW], op[PH],
                                 op[PW], need_dx)
-        elif kind == CONV:
-            _conv_backward(A, X, N * op[COLS], N * cols_size, P, op[WOFF], G, op[BOFF], D, do, dxo, N,
-                           op[C], op[H], op[W], op[F], op[OH], op[OW], op[KH], op[KW], op[SH],
-                           op[SW], op[PH], op[PW], need_dx)
         elif kind == POOL:
             if need_dx:
                 _pool_backward(D, do, dxo, IDX, N * op[ARG], N, op[C], op[H], op[W], op[OH],
