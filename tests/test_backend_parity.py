@@ -183,6 +183,19 @@ def test_adam_update(rng, dtype):
         close(actual, expected, dtype)
 
 
+def test_division_by_zero_follows_numpy(rng):
+    """Adam with eps = 0 and a zero gradient divides 0 by 0: NaN in both backends (numba's
+    default error model would raise ZeroDivisionError, and check every division)."""
+    results = []
+    for module in (nb, ref):
+        p, g = np.ones(3, np.float32), np.array([0.0, 1.0, 0.0], np.float32)
+        with np.errstate(invalid="ignore"):
+            module.adam_update(p, g, np.zeros_like(p), np.zeros_like(p), 1e-2, 0.9, 0.999, 0.0, 1)
+        results.append(p)
+    np.testing.assert_array_equal(results[0], results[1])
+    assert np.isnan(results[0][0]) and np.isfinite(results[0][1])
+
+
 # -- import hygiene and the warm-up command ------------------------------------------------
 
 def test_import_pi_backprop_does_not_import_numba():
