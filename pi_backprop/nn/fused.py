@@ -88,6 +88,8 @@ class Program:
             if isinstance(layer, L.Dense):
                 row[5], row[6] = offsets[id(layer)]
                 row[7], row[10] = layer.in_features, layer.out_features
+                if index > 0:  # room for Wᵀ, for dx (kernels_fused._dense_backward)
+                    scratch = max(scratch, layer.in_features * layer.out_features)
             elif isinstance(layer, (L.Conv2D, L.MaxPool2D)):
                 row[7], row[8], row[9] = shape
                 row[11], row[12] = out_shape[1], out_shape[2]
