@@ -4,8 +4,8 @@ Python, dense products through numpy's matmul (BLAS), everything else (convoluti
 activations, loss, update) through ``kernels_fused``'s compiled op kernels, on the same
 flat buffers and op rows as the fused call.
 
-Why: from ~300k multiply-adds a step, the products dominate, and BLAS runs them at several
-times the rate of numba's hand loops (numba's own ``np.dot`` would need SciPy); the dozen
+Why: from ~1.5M multiply-adds a step, the products dominate, and BLAS runs them faster than
+numba's hand loops (numba's own ``np.dot`` would need SciPy); the dozen
 Python-level calls then cost a few per cent. Below that, one fused call wins
 (``fused.Program.prefers_blas`` decides; BENCHMARKS.md has the measurements).
 

@@ -30,12 +30,13 @@ _WORKSPACES_KEPT = 3  # batch sizes with a live workspace: training, last partia
 # A dense-only network with at least this many multiply-adds per step (batch x Σ in·out)
 # runs faster op by op with numpy's BLAS doing the products (blas_step.py) than in the
 # fused kernel's hand loops; below it the fused call's lower overhead wins. Measured on
-# x86-64, single thread (fused vs BLAS path, µs/step): W1 (4.2k MACs/sample) batch 32: 31
-# vs 40, 64: 54 vs 49, 96: 83 vs 60; W3 (79k) batch 4: 38 vs 50, 8: 64 vs 64, 16: 117 vs 89.
+# x86-64 (AVX-512), single thread (fused vs BLAS path, µs/step): W1 (4.2k MACs/sample)
+# batch 128: 66 vs 72, 256: 115 vs 113, 512: 230 vs 193; W3 (79k) batch 16: 79 vs 88,
+# 24: 107 vs 109, 32: 152 vs 139.
 # Convolutional networks run fused: its stride-1 convolution beat im2col + BLAS at every
 # batch measured (W2 batch 1/16/64: 53/738/3100 vs 102/863/3579 µs); a network with a
 # strided convolution runs op by op (blas_step.py).
-BLAS_MIN_MACS = 400_000
+BLAS_MIN_MACS = 1_500_000
 
 
 _modules = {}
