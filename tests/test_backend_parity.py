@@ -253,12 +253,12 @@ def restore_backend():
     backend._current = previous
 
 
-@pytest.mark.parametrize("batch", [3, 6])
+@pytest.mark.parametrize("batch", [1, 3, 6])
 @pytest.mark.parametrize("opt", sorted(OPTIMIZERS))
 @pytest.mark.parametrize("name", MODELS)
 def test_fused_step_matches_layer_path(restore_backend, name, opt, batch):
-    """float64, 4 steps at batch 3 and 6 (blocks of four samples and leftovers; the fused
-    path, see fused.BLAS_MIN_MACS)."""
+    """float64, 4 steps at batch 1 (the single-sample loops), 3 and 6 (blocks of four
+    samples and leftovers); all on the fused path (see fused.BLAS_MIN_MACS)."""
     fused = train("numba", name, OPTIMIZERS[opt], np.float64, 4, batch)
     layers = train("numpy", name, OPTIMIZERS[opt], np.float64, 4, batch)
     assert fused[0]._fused_program is not None
