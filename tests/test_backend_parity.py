@@ -313,6 +313,78 @@ def test_fused_convolutions_match_layer_path(restore_backend, rng, net):
     close(fused[0].gradient_vector, layers[0].gradient_vector, np.float64)
 
 
+def odd_mlp():
+    """Dense sizes that are not multiples of four (the leftover rows of the blocked loops)."""
+    return [pb.Dense(5, 7), pb.Tanh(), pb.Dense(7, 3)]
+
+
+@pytest.mark.parametrize("opt", ["sgd-momentum-decay", "adam"])
+@pytest.mark.parametrize("batch", [1, 5, 8, 9])
+def test_fused_dense_leftovers_match_layer_path(restore_backend, rng, batch, opt):
+    """Batches of one, one block plus one, two blocks, two blocks plus one."""
+    results = {}
+    for backend in ("numba", "numpy"):
+        pb.set_backend(backend)
+        model = pb.Sequential(odd_mlp(), seed=2, dtype=np.float64)
+        optimizer, loss, data = OPTIMIZERS[opt](model), pb.SoftmaxCrossEntropy(), np.random.default_rng(3)
+        losses = [model.train_step(data.normal(size=(batch, 5)), data.integers(0, 3, batch), loss, optimizer)
+                  for _ in range(3)]
+        results[backend] = model, losses
+    (fused, fused_losses), (layers, layer_losses) = results["numba"], results["numpy"]
+    assert fused._fused_program is not None and not fused._fused_program.prefers_blas(batch)
+    np.testing.assert_allclose(fused_losses, layer_losses, rtol=1e-12)
+    close(fused.parameter_vector, layers.parameter_vector, np.float64, factor=100 if opt == "adam" else 1)
+    close(fused.gradient_vector, layers.gradient_vector, np.float64)
+
+
+def test_fused_step_reads_the_optimizer_buffers_each_step(restore_backend, rng):
+    """Replacing a buffer (to reset momentum) takes effect on the next step, as in the layer path."""
+    results = {}
+    for backend in ("numba", "numpy"):
+        pb.set_backend(backend)
+        model = pb.load_model("sensor_mlp", seed=0, dtype=np.float64)
+        optimizer, loss, data = pb.SGD(model, lr=0.05, momentum=0.9), pb.SoftmaxCrossEntropy(), np.random.default_rng(5)
+        for step in range(4):
+            if step == 2:
+                optimizer.buffers["velocity"] = np.zeros_like(model.parameter_vector)
+            model.train_step(data.normal(size=(3, 32)), data.integers(0, 4, 3), loss, optimizer)
+        results[backend] = model, optimizer
+    close(results["numba"][0].parameter_vector, results["numpy"][0].parameter_vector, np.float64)
+    close(results["numba"][1].buffers["velocity"], results["numpy"][1].buffers["velocity"], np.float64)
+
+
+def test_fused_step_returns_a_negative_loss(restore_backend):
+    """Cross-entropy takes any finite targets, so its loss can be below 0: a loss, not an error."""
+    results = {}
+    for backend in ("numba", "numpy"):
+        pb.set_backend(backend)
+        model = pb.load_model("sensor_mlp", seed=0)
+        optimizer = pb.SGD(model, lr=0.1)
+        x, t = np.ones((2, 32), np.float32), np.array([[-1.0, 0, 0, 0]] * 2, np.float32)
+        results[backend] = model.train_step(x, t, pb.SoftmaxCrossEntropy(), optimizer), optimizer.step_count
+    assert results["numba"][0] < 0 and results["numba"][1] == 1
+    assert results["numba"][0] == pytest.approx(results["numpy"][0], rel=1e-5)
+
+
+def test_fused_call_refuses_a_strided_convolution(restore_backend, rng):
+    """Only blas_step runs strided convolutions (their buffers are laid out for im2col): the
+    fused call returns BAD_PROGRAM and changes nothing if handed one."""
+    from pi_backprop.nn import fused as fz
+    from pi_backprop.nn import kernels_fused as kf
+    pb.set_backend("numba")
+    model = pb.Sequential([pb.Conv2D(1, 2, 3, stride=2, padding=1), pb.Flatten(), pb.Dense(8, 3)],
+                          seed=0, input_shape=(1, 4, 4))
+    program, before = fz.program_for(model), model.parameter_vector.copy()
+    A, D, X, IDX, S, runner = program.workspace(2)
+    assert runner is not kf.run
+    velocity = np.zeros_like(before)
+    status = kf.run(program.ops, 2, rng.normal(size=32).astype(np.float32), np.array([0, 1]),
+                    program._no_targets, True, 0, model.parameter_vector, model.gradient_vector, A, D, X,
+                    program.cols_size, IDX, S, kf.SGD_UPDATE, velocity, program._no_buffer)
+    assert status == kf.BAD_PROGRAM and S[kf.S_STATUS] == kf.BAD_PROGRAM
+    np.testing.assert_array_equal(model.parameter_vector, before)
+
+
 @pytest.mark.parametrize("name", MODELS)
 def test_fused_predict_matches_layer_path(restore_backend, rng, name):
     definition = pb.load_definition(name)

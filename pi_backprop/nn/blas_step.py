@@ -23,10 +23,12 @@ from .kernels_numba import _k_adam_update, _k_sgd_update
 
 def run(ops, N, x, labels, targets, use_labels, loss_kind, P, G, A, D, X, cols_size, IDX, S,
         opt_kind, buf1, buf2):
-    """``kernels_fused.run``'s arguments and contract: the mean loss, or a negative status
-    code (then nothing changed); with ``FORWARD_ONLY`` the forward pass alone, returning 0."""
+    """``kernels_fused.run``'s arguments and contract: the mean loss, or a status code (then
+    nothing changed; S[S_STATUS] tells which); with ``FORWARD_ONLY`` the forward pass alone,
+    returning 0."""
     K = int(ops[-1, kf.OUT_SIZE])
     status = kf._inputs_bad(A, x, labels, targets, use_labels, K)
+    S[kf.S_STATUS] = status
     if status != 0:
         return status
     one = S[kf.S_ONE]

@@ -25,14 +25,15 @@ _LOSSES = {SoftmaxCrossEntropy: 0, MSELoss: 1}
 _OPTIMIZERS = {SGD: 1, Adam: 2}
 _FORWARD_ONLY = -1
 _BAD_INPUT, _BAD_LABEL, _BAD_TARGET = -1.0, -2.0, -3.0
+_S_SIZE, _S_STATUS = 11, 10
 _INT64 = np.dtype(np.int64)  # comparing with a dtype, not a type, saves ~0.2 µs a step
 _WORKSPACES_KEPT = 3  # batch sizes with a live workspace: training, last partial batch, predict
 # A dense-only network with at least this many multiply-adds per step (batch x Σ in·out)
 # runs faster op by op with numpy's BLAS doing the products (blas_step.py) than in the
-# fused kernel's hand loops; below it the fused call's lower overhead wins. Measured on
-# x86-64 (AVX-512), single thread (fused vs BLAS path, µs/step): W1 (4.2k MACs/sample)
-# batch 128: 66 vs 72, 256: 115 vs 113, 512: 230 vs 193; W3 (79k) batch 16: 79 vs 88,
-# 24: 107 vs 109, 32: 152 vs 139.
+# fused kernel's hand loops; below it the fused call's lower overhead wins (around it the
+# two are within noise). Measured on x86-64 (AVX-512), single thread (fused vs BLAS path,
+# µs/step): W1 (4.2k MACs/sample) batch 128: 66 vs 72, 256: 115 vs 113, 512: 230 vs 193;
+# W3 (79k) batch 16: 79 vs 88, 24: 107 vs 109, 32: 152 vs 139.
 # Convolutional networks run fused: its stride-1 convolution beat im2col + BLAS at every
 # batch measured (W2 batch 1/16/64: 53/738/3100 vs 102/863/3579 µs); a network with a
 # strided convolution runs op by op (blas_step.py).
@@ -148,7 +149,7 @@ class Program:
                 oldest = next(iter(self._workspaces))
                 self._workspaces.pop(oldest)
                 self._sgd_hyper.pop(oldest, None)
-            S = np.zeros(10, self.dtype)
+            S = np.zeros(_S_SIZE, self.dtype)
             S[0], S[1] = N, 1
             op_by_op = self.has_strided_conv or self.prefers_blas(N)
             runner = _blas_step().run if op_by_op else _kernels().run
@@ -187,16 +188,19 @@ class Program:
             if self._sgd_hyper.get(N) != hyper:  # a numpy slice assignment costs ~1 µs
                 S[2:5] = hyper
                 self._sgd_hyper[N] = hyper
+            # looked up on every call: a user may replace a buffer (to reset momentum, say)
+            buf1, buf2 = optimizer.buffers["velocity"], self._no_buffer
         else:
             step = optimizer.step_count + 1
             b1, b2 = optimizer.beta1, optimizer.beta2
             S[2:10] = optimizer.lr, b1, 1 - b1, b2, 1 - b2, 1 - b1 ** step, 1 - b2 ** step, optimizer.eps
             self._sgd_hyper.pop(N, None)
-        buf1, buf2 = self._buffers
+            buffers = optimizer.buffers
+            buf1, buf2 = buffers["m"], buffers["v"]
         value = runner(self.ops, N, x.ravel(), labels, targets, use_labels, self._loss_kind,
-                       self._parameters, self._gradients, A, D, X, self.cols_size, IDX, S,
+                       model.parameter_vector, model.gradient_vector, A, D, X, self.cols_size, IDX, S,
                        self._opt_kind, buf1, buf2)
-        if value < 0:
+        if value < 0 and S[_S_STATUS] != 0:  # a loss may be negative; a status is not a loss
             self._raise_for(model, value, x, t_array, loss)
         optimizer.step_count += 1
         return value
@@ -208,11 +212,6 @@ class Program:
         if loss_kind is None or opt_kind is None or optimizer.model is not model:
             return False
         self._loss, self._optimizer, self._loss_kind, self._opt_kind = loss, optimizer, loss_kind, opt_kind
-        self._parameters, self._gradients = model.parameter_vector, model.gradient_vector
-        if opt_kind == 1:
-            self._buffers = (optimizer.buffers["velocity"], self._no_buffer)
-        else:
-            self._buffers = (optimizer.buffers["m"], optimizer.buffers["v"])
         return True
 
     def _checked_targets(self, model, x, t, loss):

@@ -15,7 +15,7 @@ Buffers (all 1-D, batch-major, offsets in elements):
             padded dx, or a dense layer's Wᵀ)
     IDX     int64: max-pool arg-maxes at N·ops[i, ARG]
     P, G    the model's parameter and gradient vectors
-    S       dtype scalars: [N, 1, optimizer hyper-parameters...]
+    S       dtype scalars: [N, 1, optimizer hyper-parameters (8), status of the last call]
 """
 
 import numpy as np
@@ -30,10 +30,12 @@ NCOLS = 21
 # losses, optimizers
 SOFTMAX_CE, MSE = 0, 1
 FORWARD_ONLY, NO_UPDATE, SGD_UPDATE, ADAM_UPDATE = -1, 0, 1, 2
-# status codes returned instead of a loss (a loss is never negative)
-BAD_INPUT, BAD_LABEL, BAD_TARGET = -1.0, -2.0, -3.0
-# scalar slots in S
-S_N, S_ONE, S_HYPER = 0, 1, 2
+# status codes: returned instead of the loss and set in S[S_STATUS] (a loss can be negative:
+# cross-entropy takes any finite targets, so a negative return alone is not an error)
+BAD_INPUT, BAD_LABEL, BAD_TARGET, BAD_PROGRAM = -1.0, -2.0, -3.0, -4.0
+# scalar slots in S: N, 1, optimizer hyper-parameters (8), status
+S_N, S_ONE, S_HYPER, S_STATUS = 0, 1, 2, 10
+S_SIZE = 11
 
 
 # -- forward ops --------------------------------------------------------------------------
@@ -808,8 +810,10 @@ def _inputs_bad(A, x, labels, targets, use_labels, K):
 @jit
 def run(ops, N, x, labels, targets, use_labels, loss_kind, P, G, A, D, X, cols_size, IDX, S,
         opt_kind, buf1, buf2):
-    """Forward, loss, backward, update for the batch x (N·input size,). Returns the mean loss
-    (>= 0), or a negative status code (BAD_*) when an input is unusable: then nothing changed.
+    """Forward, loss, backward, update for the batch x (N·input size,). Returns the mean loss,
+    or a status code (BAD_*) when an input is unusable: then nothing changed. S[S_STATUS]
+    tells the two apart (0 after a step; a loss may be negative). Strided convolutions are
+    not in this call (BAD_PROGRAM): ``blas_step`` runs them.
     Gradients are left in G exactly as the layers' backward would leave them.
 
     With opt_kind == FORWARD_ONLY: the forward pass alone (inference); outputs at
@@ -819,6 +823,10 @@ def run(ops, N, x, labels, targets, use_labels, loss_kind, P, G, A, D, X, cols_s
     last = ops[ops.shape[0] - 1]
     K = last[OUT_SIZE]
     status = _inputs_bad(A, x, labels, targets, use_labels, K)
+    for i in range(ops.shape[0]):  # the buffers of a strided convolution are laid out for im2col
+        if ops[i, KIND] == CONV and (ops[i, SH] != 1 or ops[i, SW] != 1):
+            status = BAD_PROGRAM
+    S[S_STATUS] = status
     if status != 0:
         return status
     one = S[S_ONE]
