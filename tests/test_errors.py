@@ -1,6 +1,7 @@
 """Bad input gives one clear line naming the layer or key, expected and actual value;
 it is raised before any work is done; the command line prints it and exits 2."""
 
+import os
 import re
 import subprocess
 import sys
@@ -285,10 +286,15 @@ def test_backward_without_forward_or_with_a_wrong_shape_is_one_line(backend):
         model.backward(np.zeros((4, 3), np.float32))
 
 
-def test_output_into_a_closed_pipe_stops_quietly():
-    """`pi-backprop ... | head`: no BrokenPipeError traceback when the reader leaves early."""
+@pytest.mark.parametrize("unbuffered", ["1", ""], ids=["unbuffered", "buffered"])
+def test_output_into_a_closed_pipe_stops_quietly(unbuffered):
+    """`pi-backprop ... | head`: no BrokenPipeError traceback when the reader leaves early,
+    whether each line is written at once (PYTHONUNBUFFERED) or buffered until the end."""
+    env = {key: value for key, value in os.environ.items() if key != "PYTHONUNBUFFERED"}
+    if unbuffered:
+        env["PYTHONUNBUFFERED"] = unbuffered
     process = subprocess.Popen([sys.executable, "-m", "pi_backprop", "gradcheck", "sensor_mlp"],
-                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
     process.stdout.close()                      # the reader is gone before the first line
     stderr = process.stderr.read()
     assert process.wait(timeout=120) == 141     # 128 + SIGPIPE, as a shell pipeline expects

@@ -73,7 +73,11 @@ def main(argv=None) -> int:
         if args.backend:
             from ..nn import set_backend
             set_backend(args.backend)
-        return int(args.handler(args) or 0)
+        status = int(args.handler(args) or 0)
+        # Output into a pipe is block-buffered: flushed here, a closed pipe lands in the
+        # BrokenPipeError branch below, not in an "Exception ignored" at interpreter exit.
+        sys.stdout.flush()
+        return status
     except PiBackpropError as error:
         print(f"pi-backprop {args.command}: error: {error}", file=sys.stderr)
         return USAGE_ERROR
