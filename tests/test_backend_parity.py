@@ -196,6 +196,22 @@ def test_division_by_zero_follows_numpy(rng):
     assert np.isnan(results[0][0]) and np.isfinite(results[0][1])
 
 
+def test_fused_mirrors_the_kernel_constants():
+    """fused.py keeps copies of kernels_fused's constants (so that building a program needs
+    no numba); a copy that drifted would hand the kernel wrong op codes or slots."""
+    from pi_backprop.nn import fused as fz
+    from pi_backprop.nn import kernels_fused as kf
+    layer_kinds = {pb.Dense: kf.DENSE, pb.Conv2D: kf.CONV, pb.MaxPool2D: kf.POOL, pb.Flatten: kf.FLATTEN,
+                   pb.ReLU: kf.RELU, pb.Sigmoid: kf.SIGMOID, pb.Tanh: kf.TANH}
+    assert fz._KINDS == layer_kinds
+    assert fz._NCOLS == kf.NCOLS
+    assert fz._LOSSES == {pb.SoftmaxCrossEntropy: kf.SOFTMAX_CE, pb.MSELoss: kf.MSE}
+    assert fz._OPTIMIZERS == {pb.SGD: kf.SGD_UPDATE, pb.Adam: kf.ADAM_UPDATE}
+    assert fz._FORWARD_ONLY == kf.FORWARD_ONLY
+    assert (fz._BAD_INPUT, fz._BAD_LABEL, fz._BAD_TARGET) == (kf.BAD_INPUT, kf.BAD_LABEL, kf.BAD_TARGET)
+    assert (fz._S_SIZE, fz._S_STATUS) == (kf.S_SIZE, kf.S_STATUS)
+
+
 # -- import hygiene and the warm-up command ------------------------------------------------
 
 def test_import_pi_backprop_does_not_import_numba():

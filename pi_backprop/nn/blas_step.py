@@ -69,9 +69,11 @@ def _forward(ops, N, A, X, cols_size, IDX, P, one):
 
 
 def _conv_shape(op, strides):
-    """C, H, W, F, OH, OW, kh, kw, [sh, sw,] ph, pw of a convolution's op row."""
-    names = ["C", "H", "W", "F", "OH", "OW", "KH", "KW"] + (["SH", "SW"] if strides else []) + ["PH", "PW"]
-    return [op[getattr(kf, name)] for name in names]
+    """C, H, W, F, OH, OW, kh, kw, [sh, sw,] ph, pw of a convolution's op row (a list; the
+    columns run in this order, see kernels_fused)."""
+    if strides:
+        return op[kf.C:kf.PW + 1]
+    return op[kf.C:kf.KW + 1] + op[kf.PH:kf.PW + 1]
 
 
 def _backward(ops, N, A, X, cols_size, IDX, P, G, D, one):

@@ -172,14 +172,12 @@ class Sequential:
 
     def _fused_program_or_none(self):
         """The compiled-program path of the numba backend, when it applies to this model."""
-        if _backend._current != "numba":  # the attribute, not get_backend(): ~0.1 µs a step
-            if self.input_shape is None or get_backend() != "numba":
-                return None
+        # the attribute first, get_backend() only until a backend is chosen: ~0.1 µs a step
+        if (_backend._current or get_backend()) != "numba" or self.input_shape is None:
+            return None
         program = self._fused_program
         if program is not None and program.matches(self):
             return program
-        if self.input_shape is None:
-            return None
         global _program_for
         if _program_for is None:  # imported once, not per step (~0.5 µs of a 7 µs step)
             from .fused import program_for as _program_for
