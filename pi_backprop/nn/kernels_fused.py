@@ -20,7 +20,7 @@ Buffers (all 1-D, batch-major, offsets in elements):
 
 import numpy as np
 
-from .kernels_numba import _k_adam_update, _k_sgd_update, jit, jit_reduce
+from .kernels_numba import _k_adam_update, _k_sgd_update, jit, jit_inline, jit_reduce
 
 # op kinds
 DENSE, CONV, POOL, FLATTEN, RELU, SIGMOID, TANH = 1, 2, 3, 4, 5, 6, 7
@@ -99,7 +99,7 @@ def _dense_forward(A, xo, yo, P, wo, bo, N, I, O):
                 yn[o] += xi * Wi[o]
 
 
-@jit
+@jit_inline
 def _zero(v):
     """v (1-D) = 0. A loop, not ``v[:] = 0``: numba's generic slice assignment compiles
     for seconds per array type, and every second counts on a Pi."""
@@ -107,7 +107,7 @@ def _zero(v):
         v[k] = 0
 
 
-@jit
+@jit_inline
 def _valid_range(OW, sw, j, pw, W):
     """Output columns ow whose input column ow·sw + j − pw lies inside [0, W)."""
     lo = 0 if j >= pw else (pw - j + sw - 1) // sw
@@ -184,7 +184,7 @@ def _pool_forward(A, xo, yo, IDX, ao, N, C, H, W, OH, OW, kh, kw, sh, sw):
         _pool_plane(x[nc], kh, kw, sh, sw, y[nc], arg[nc])
 
 
-@jit
+@jit_inline
 def _pool_plane_2x2(x, y, arg):
     """2x2 windows, stride 2: compare-and-select without branches, which random data would
     mispredict half the time (8x slower). Returns True when x holds a NaN (result unusable)."""
@@ -207,7 +207,7 @@ def _pool_plane_2x2(x, y, arg):
     return nan
 
 
-@jit
+@jit_inline
 def _pool_plane(x, kh, kw, sh, sw, y, arg):
     OH, OW = y.shape
     for oh in range(OH):
@@ -239,23 +239,6 @@ def _activation_forward(kind, A, xo, yo, size, one):
     else:
         for k in range(size):
             y[k] = np.tanh(x[k])
-
-
-@jit
-def _forward(ops, A, X, cols_size, IDX, P, N, one):
-    for i in range(ops.shape[0]):
-        op = ops[i]
-        kind, xo, yo = op[KIND], N * op[IN], N * op[OUT]
-        if kind == DENSE:
-            _dense_forward(A, xo, yo, P, op[WOFF], op[BOFF], N, op[C], op[F])
-        elif kind == CONV:  # stride 1 (strided convolutions run op by op: blas_step)
-            _conv_forward_wide(A, xo, yo, X, N * op[COLS], N * cols_size, P, op[WOFF], op[BOFF], N,
-                               op[C], op[H], op[W], op[F], op[OH], op[OW], op[KH], op[KW], op[PH], op[PW])
-        elif kind == POOL:
-            _pool_forward(A, xo, yo, IDX, N * op[ARG], N, op[C], op[H], op[W], op[OH], op[OW],
-                          op[KH], op[KW], op[SH], op[SW])
-        elif kind != FLATTEN:
-            _activation_forward(kind, A, xo, yo, N * op[OUT_SIZE], one)
 
 
 # -- loss ---------------------------------------------------------------------------------
@@ -542,36 +525,6 @@ def _activation_backward(kind, A, yo, D, do, size, one):
             d[k] = d[k] * (one - y[k] * y[k])
 
 
-@jit
-def _backward(ops, A, X, cols_size, IDX, P, G, D, half, N, one):
-    """Back-propagate the δ in the first half of D; ∂L/∂x of layer 0 is not computed.
-    X holds the convolutions' cols, then (from N·cols_size on) room for one dcols."""
-    # int64, not the literal 0: a literal would compile every op kernel a second time
-    do, dxo = np.int64(0), np.int64(half)
-    for i in range(ops.shape[0] - 1, -1, -1):
-        op = ops[i]
-        kind, xo, yo = op[KIND], N * op[IN], N * op[OUT]
-        need_dx = i > 0
-        if kind == DENSE:
-            _dense_backward(A, xo, P, op[WOFF], G, op[BOFF], D, do, dxo, X, N * cols_size, N, op[C], op[F],
-                            need_dx)
-        elif kind == CONV:  # stride 1, as in _forward
-            _conv_backward_wide(X, N * op[COLS], N * cols_size, P, op[WOFF], G, op[BOFF], D, do, dxo, N,
-                                op[C], op[H], op[W], op[F], op[OH], op[OW], op[KH], op[KW], op[PH],
-                                op[PW], need_dx)
-        elif kind == POOL:
-            if need_dx:
-                _pool_backward(D, do, dxo, IDX, N * op[ARG], N, op[C], op[H], op[W], op[OH],
-                               op[OW], op[KW], op[SH], op[SW])
-        elif kind == FLATTEN:
-            continue
-        else:
-            if need_dx:
-                _activation_backward(kind, A, yo, D, do, N * op[OUT_SIZE], one)
-            continue
-        do, dxo = dxo, do
-
-
 # -- stride-1 convolutions without im2col ----------------------------------------------------
 # With stride 1, im2col's row (c, i, j) is the zero-padded image plane shifted by i·Wp + j,
 # if outputs are computed "wide": OH rows of Wp (not OW) positions, the last kw − 1 of each
@@ -580,14 +533,14 @@ def _backward(ops, A, X, cols_size, IDX, P, G, D, half, N, one):
 # their δ is set to 0, so they add nothing to dW or dx. Reads run up to kw − 1 elements past
 # the last plane: the padded buffer has that much slack.
 
-@jit
+@jit_inline
 def _wide_sizes(C, H, W, kh, kw, ph, pw):
     """(Hp, Wp, padded buffer size with slack, wide output length OH·Wp)."""
     Hp, Wp = H + 2 * ph, W + 2 * pw
     return Hp, Wp, C * Hp * Wp + kw, (Hp - kh + 1) * Wp
 
 
-@jit
+@jit_inline
 def _pad(x, ph, pw, Hp, Wp, xp):
     """xp (C·Hp·Wp + slack,) = x (C, H, W) inside a zero border."""
     C, H, W = x.shape
@@ -832,11 +785,52 @@ def run(ops, N, x, labels, targets, use_labels, loss_kind, P, G, A, D, X, cols_s
     if status != 0:
         return status
     one = S[S_ONE]
-    _forward(ops, A, X, cols_size, IDX, P, N, one)
+    # Forward and backward are loops here, not functions of their own: numba links a called
+    # function's optimised code into the caller and LLVM optimises it all again, so every
+    # level of calls between run and the op kernels cost ~1.5 s of compile time (13.0-14.2 s
+    # to the first step with two such functions, ~11 s without; no slower at run time).
+    for i in range(ops.shape[0]):  # forward
+        op = ops[i]
+        kind, xo, yo = op[KIND], N * op[IN], N * op[OUT]
+        if kind == DENSE:
+            _dense_forward(A, xo, yo, P, op[WOFF], op[BOFF], N, op[C], op[F])
+        elif kind == CONV:  # stride 1 (strided convolutions run op by op: blas_step)
+            _conv_forward_wide(A, xo, yo, X, N * op[COLS], N * cols_size, P, op[WOFF], op[BOFF], N,
+                               op[C], op[H], op[W], op[F], op[OH], op[OW], op[KH], op[KW], op[PH], op[PW])
+        elif kind == POOL:
+            _pool_forward(A, xo, yo, IDX, N * op[ARG], N, op[C], op[H], op[W], op[OH], op[OW],
+                          op[KH], op[KW], op[SH], op[SW])
+        elif kind != FLATTEN:
+            _activation_forward(kind, A, xo, yo, N * op[OUT_SIZE], one)
     if opt_kind == FORWARD_ONLY:
         return 0.0
     loss = _loss(loss_kind, A, N * last[OUT], N, K, labels, targets, use_labels, D, S[S_N], one)
-    _backward(ops, A, X, cols_size, IDX, P, G, D, D.size // 2, N, one)
+    # backward: ∂L/∂y is in D's first half; the halves swap at each op with weights or pooling;
+    # ∂L/∂x of layer 0 is not computed. int64, not the literal 0: a literal would compile every
+    # op kernel a second time.
+    do, dxo = np.int64(0), np.int64(D.size // 2)
+    for i in range(ops.shape[0] - 1, -1, -1):
+        op = ops[i]
+        kind, xo, yo = op[KIND], N * op[IN], N * op[OUT]
+        need_dx = i > 0
+        if kind == DENSE:
+            _dense_backward(A, xo, P, op[WOFF], G, op[BOFF], D, do, dxo, X, N * cols_size, N, op[C], op[F],
+                            need_dx)
+        elif kind == CONV:  # stride 1, as in the forward
+            _conv_backward_wide(X, N * op[COLS], N * cols_size, P, op[WOFF], G, op[BOFF], D, do, dxo, N,
+                                op[C], op[H], op[W], op[F], op[OH], op[OW], op[KH], op[KW], op[PH],
+                                op[PW], need_dx)
+        elif kind == POOL:
+            if need_dx:
+                _pool_backward(D, do, dxo, IDX, N * op[ARG], N, op[C], op[H], op[W], op[OH],
+                               op[OW], op[KW], op[SH], op[SW])
+        elif kind == FLATTEN:
+            continue
+        else:
+            if need_dx:
+                _activation_backward(kind, A, yo, D, do, N * op[OUT_SIZE], one)
+            continue
+        do, dxo = dxo, do
     h = S_HYPER
     if opt_kind == SGD_UPDATE:
         _k_sgd_update(P, G, buf1, S[h], S[h + 1], S[h + 2])

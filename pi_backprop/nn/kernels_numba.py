@@ -28,6 +28,11 @@ jit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
 # reorder the sum (as BLAS does) is what vectorises it. Never "nnan"/"ninf": the NaN checks
 # and the divergence guard rely on NaN propagating.
 jit_reduce = functools.partial(jit, fastmath={"reassoc", "contract"})
+# For small helpers of other kernels: numba pastes their code into each caller. A helper
+# compiled on its own is a library of its own, which LLVM optimises once alone and again in
+# every caller it is linked into (~0.1-0.3 s each). The caller's fastmath flags apply, so
+# only helpers without floating-point sums may be inlined into a jit_reduce kernel.
+jit_inline = functools.partial(jit, inline="always")
 
 # From this many rows on, BLAS's matmul beats the hand loops (measured, BENCHMARKS.md).
 BLAS_MIN_ROWS = 16
