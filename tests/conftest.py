@@ -5,6 +5,11 @@ import pytest
 
 import pi_backprop as pb
 from pi_backprop.nn import backend as backend_module
+from pi_backprop.paths import numba_cache_dir
+
+# numba reads NUMBA_CACHE_DIR when it is imported; the backend sets it on first use, but the
+# tests import numba before that. Without this their kernels were cached in the source tree.
+os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache_dir()))
 
 
 def _numba_installed():
