@@ -209,7 +209,30 @@ def test_fused_mirrors_the_kernel_constants():
     assert fz._OPTIMIZERS == {pb.SGD: kf.SGD_UPDATE, pb.Adam: kf.ADAM_UPDATE}
     assert fz._FORWARD_ONLY == kf.FORWARD_ONLY
     assert (fz._BAD_INPUT, fz._BAD_LABEL, fz._BAD_TARGET) == (kf.BAD_INPUT, kf.BAD_LABEL, kf.BAD_TARGET)
-    assert (fz._S_SIZE, fz._S_STATUS) == (kf.S_SIZE, kf.S_STATUS)
+    assert (fz._S_SIZE, fz._S_STATUS, fz._HEADER) == (kf.S_SIZE, kf.S_STATUS, kf.HEADER)
+
+
+def test_fused_workspace_layout_agrees_with_the_kernel(restore_backend):
+    """fused.py lays out a batch's workspace (WF, WI); kernels_fused._views cuts it apart
+    again. The two must agree on every region, or the kernel reads the wrong memory."""
+    from pi_backprop.nn import fused as fz
+    from pi_backprop.nn import kernels_fused as kf
+    pb.set_backend("numba")
+    program = fz.program_for(pb.load_definition("camera_cnn").build(seed=0))
+    N = 3
+    WF, WI, A, S, _ = program.workspace(N)
+    ops, n, A2, D, X, cols_size, IDX, S2 = kf._views.py_func(WF, WI)
+    np.testing.assert_array_equal(ops, program.ops)
+    assert (n, cols_size) == (N, program.cols_size)
+    assert S2.size == kf.S_SIZE and np.shares_memory(S2, S) and S2[kf.S_N] == N and S2[kf.S_ONE] == 1
+    assert np.shares_memory(A2, A) and A2.size == A.size == N * program.act_size
+    assert D.size == 2 * N * program.max_size
+    assert X.size == N * program.cols_size + program.scratch_size
+    assert IDX.size == N * program.arg_size
+    regions = [S2, A2, D, X]
+    assert sum(r.size for r in regions) == WF.size
+    starts = [r.__array_interface__["data"][0] for r in regions]
+    assert starts == sorted(starts)  # in order, and (sizes summing to the whole) not overlapping
 
 
 # -- import hygiene and the warm-up command ------------------------------------------------
@@ -391,12 +414,12 @@ def test_fused_call_refuses_a_strided_convolution(restore_backend, rng):
     model = pb.Sequential([pb.Conv2D(1, 2, 3, stride=2, padding=1), pb.Flatten(), pb.Dense(8, 3)],
                           seed=0, input_shape=(1, 4, 4))
     program, before = fz.program_for(model), model.parameter_vector.copy()
-    A, D, X, IDX, S, runner = program.workspace(2)
+    WF, WI, A, S, runner = program.workspace(2)
     assert runner is not kf.run
     velocity = np.zeros_like(before)
-    status = kf.run(program.ops, 2, rng.normal(size=32).astype(np.float32), np.array([0, 1]),
-                    program._no_targets, True, 0, model.parameter_vector, model.gradient_vector, A, D, X,
-                    program.cols_size, IDX, S, kf.SGD_UPDATE, velocity, program._no_buffer)
+    status = kf.run(rng.normal(size=32).astype(np.float32), np.array([0, 1]), program._no_targets,
+                    model.parameter_vector, model.gradient_vector, WF, WI, kf.SOFTMAX_CE, kf.SGD_UPDATE,
+                    velocity, program._no_buffer)
     assert status == kf.BAD_PROGRAM and S[kf.S_STATUS] == kf.BAD_PROGRAM
     np.testing.assert_array_equal(model.parameter_vector, before)
 

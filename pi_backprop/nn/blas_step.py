@@ -21,11 +21,12 @@ from . import kernels_fused as kf
 from .kernels_numba import _k_adam_update, _k_sgd_update
 
 
-def run(ops, N, x, labels, targets, use_labels, loss_kind, P, G, A, D, X, cols_size, IDX, S,
-        opt_kind, buf1, buf2):
+def run(x, labels, targets, P, G, WF, WI, loss_kind, opt_kind, buf1, buf2):
     """``kernels_fused.run``'s arguments and contract: the mean loss, or a status code (then
     nothing changed; S[S_STATUS] tells which); with ``FORWARD_ONLY`` the forward pass alone,
     returning 0."""
+    ops, N, A, D, X, cols_size, IDX, S = kf._views.py_func(WF, WI)
+    N, cols_size, use_labels = int(N), int(cols_size), labels.size > 0
     K = int(ops[-1, kf.OUT_SIZE])
     status = kf._inputs_bad(A, x, labels, targets, use_labels, K)
     S[kf.S_STATUS] = status
@@ -77,7 +78,8 @@ def _conv_shape(op, strides):
 
 
 def _backward(ops, N, A, X, cols_size, IDX, P, G, D, one):
-    """As ``kernels_fused._backward``: δ starts in the first half of D; halves alternate."""
+    """As ``kernels_fused.run``'s backward loop: δ starts in the first half of D; halves
+    alternate."""
     half = D.size // 2
     do, dxo = 0, half
     rows = ops.tolist()

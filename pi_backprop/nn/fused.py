@@ -25,7 +25,8 @@ _LOSSES = {SoftmaxCrossEntropy: 0, MSELoss: 1}
 _OPTIMIZERS = {SGD: 1, Adam: 2}
 _FORWARD_ONLY = -1
 _BAD_INPUT, _BAD_LABEL, _BAD_TARGET = -1.0, -2.0, -3.0
-_S_SIZE, _S_STATUS = 11, 10
+_S_SIZE, _S_STATUS = 16, 10
+_HEADER = 8  # WI's header: N, layers, act_size, max_size, cols_size
 _INT64 = np.dtype(np.int64)  # comparing with a dtype, not a type, saves ~0.2 µs a step
 _WORKSPACES_KEPT = 3  # batch sizes with a live workspace: training, last partial batch, predict
 # A dense-only network with at least this many multiply-adds per step (batch x Σ in·out)
@@ -141,21 +142,27 @@ class Program:
         return self.layers == model.layers  # layers compare by identity: ~40 ns
 
     def workspace(self, N):
-        """(A, D, X, IDX, S, runner) for batch size N, reused from call to call; runner is
-        ``kernels_fused.run`` or ``blas_step.run`` (see ``prefers_blas``)."""
+        """(WF, WI, A, S, runner) for batch size N, reused from call to call: the workspace
+        arrays that ``kernels_fused`` describes, views of two of its buffers (activations,
+        scalars), and ``kernels_fused.run`` or ``blas_step.run`` (see ``prefers_blas``)."""
         space = self._workspaces.get(N)
         if space is None:
             if len(self._workspaces) >= _WORKSPACES_KEPT:
                 oldest = next(iter(self._workspaces))
                 self._workspaces.pop(oldest)
                 self._sgd_hyper.pop(oldest, None)
-            S = np.zeros(_S_SIZE, self.dtype)
+            ops = self.ops.reshape(-1)
+            WI = np.zeros(_HEADER + ops.size + N * self.arg_size, np.int64)
+            WI[:5] = N, len(self.ops), self.act_size, self.max_size, self.cols_size
+            WI[_HEADER:_HEADER + ops.size] = ops
+            act = N * self.act_size
+            WF = np.zeros(_S_SIZE + act + 2 * N * self.max_size + N * self.cols_size + self.scratch_size,
+                          self.dtype)
+            S = WF[:_S_SIZE]
             S[0], S[1] = N, 1
             op_by_op = self.has_strided_conv or self.prefers_blas(N)
             runner = _blas_step().run if op_by_op else _kernels().run
-            space = (np.zeros(N * self.act_size, self.dtype), np.zeros(2 * N * self.max_size, self.dtype),
-                     np.zeros(N * self.cols_size + self.scratch_size, self.dtype),
-                     np.zeros(N * self.arg_size, np.int64), S, runner)
+            space = (WF, WI, WF[_S_SIZE:_S_SIZE + act], S, runner)
             self._workspaces[N] = space
         return space
 
@@ -172,17 +179,17 @@ class Program:
                 and x.shape[0]):
             x = model._check_input(x)
         N = x.shape[0]
-        labels, targets, use_labels = self._no_labels, self._no_targets, True
+        labels, targets = self._no_labels, self._no_targets  # the kernel reads labels if any
         t_array = t if t.__class__ is np.ndarray else np.asarray(t)
         # ravel(): a view when contiguous, else a contiguous copy (numba would compile anew
         # for a strided array)
         if t_array.dtype is _INT64 and t_array.shape == (N,):
             labels = t_array.ravel()
         elif t_array.dtype is self.dtype and t_array.shape == (N, self.classes):
-            targets, use_labels = t_array.ravel(), False
+            targets = t_array.ravel()
         else:  # other dtypes or shapes: the layer path's checks convert, or raise its errors
-            labels, targets, use_labels = self._checked_targets(model, x, t_array, loss)
-        A, D, X, IDX, S, runner = self._workspaces.get(N) or self.workspace(N)
+            labels, targets = self._checked_targets(model, x, t_array, loss)
+        WF, WI, _, S, runner = self._workspaces.get(N) or self.workspace(N)
         if self._opt_kind == 1:
             hyper = (optimizer.lr, optimizer.momentum, optimizer.weight_decay)
             if self._sgd_hyper.get(N) != hyper:  # a numpy slice assignment costs ~1 µs
@@ -197,9 +204,8 @@ class Program:
             self._sgd_hyper.pop(N, None)
             buffers = optimizer.buffers
             buf1, buf2 = buffers["m"], buffers["v"]
-        value = runner(self.ops, N, x.ravel(), labels, targets, use_labels, self._loss_kind,
-                       model.parameter_vector, model.gradient_vector, A, D, X, self.cols_size, IDX, S,
-                       self._opt_kind, buf1, buf2)
+        value = runner(x.ravel(), labels, targets, model.parameter_vector, model.gradient_vector, WF, WI,
+                       self._loss_kind, self._opt_kind, buf1, buf2)
         if value < 0 and S[_S_STATUS] != 0:  # a loss may be negative; a status is not a loss
             self._raise_for(model, value, x, t_array, loss)
         optimizer.step_count += 1
@@ -215,14 +221,14 @@ class Program:
         return True
 
     def _checked_targets(self, model, x, t, loss):
-        """(labels, targets, use_labels) from targets of another dtype or form, converted as
-        the layer path converts them, or its error."""
+        """(labels, targets), one of them empty, from targets of another dtype or form,
+        converted as the layer path converts them, or its error."""
         model._check_input(x)  # an input error comes first, as in the layer path
         N, K = x.shape[0], self.classes
         checked = check_targets(np.empty((N, K), self.dtype), t, type(loss).__name__)
         if checked.ndim == 1:
-            return checked.astype(np.int64, copy=False), self._no_targets, True
-        return self._no_labels, np.ascontiguousarray(checked).reshape(-1), False
+            return checked.astype(np.int64, copy=False), self._no_targets
+        return self._no_labels, np.ascontiguousarray(checked).reshape(-1)
 
     def predict(self, model, x):
         """Outputs (N, classes) for inputs (N, *input_shape); nothing kept."""
@@ -230,10 +236,9 @@ class Program:
                 and x.shape[0]):
             x = model._check_input(x)
         N = x.shape[0]
-        A, D, X, IDX, S, runner = self._workspaces.get(N) or self.workspace(N)
-        status = runner(self.ops, N, x.ravel(), self._no_labels, self._no_targets, False, 0,
-                        model.parameter_vector, model.gradient_vector, A, D, X, self.cols_size,
-                        IDX, S, _FORWARD_ONLY, self._no_buffer, self._no_buffer)
+        WF, WI, A, _, runner = self._workspaces.get(N) or self.workspace(N)
+        status = runner(x.ravel(), self._no_labels, self._no_targets, model.parameter_vector,
+                        model.gradient_vector, WF, WI, 0, _FORWARD_ONLY, self._no_buffer, self._no_buffer)
         if status < 0:
             model._check_input(x)  # raises the layer path's error for NaN/inf
         start = N * self.output_offset

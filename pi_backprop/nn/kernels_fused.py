@@ -6,16 +6,21 @@ Why: a small network spends most of a layer-by-layer step calling kernels from P
 loops (numba's ``np.dot`` would need SciPy), written so that the innermost loop runs over
 contiguous memory and LLVM vectorises it.
 
-Buffers (all 1-D, batch-major, offsets in elements):
+Buffers (all 1-D, batch-major, offsets in elements). A batch size's workspace is two
+arrays, so that a call passes few arguments (numba unboxes each array argument, ~40 ns):
+    WI      int64: [header (HEADER slots: N, layers, act_size, max_size, cols_size) | ops | IDX]
+    WF      the model dtype: [S | A | D | X]
+with (``_views`` cuts them apart; sizes per sample unless said otherwise)
     ops     int64 (L, NCOLS)   one row per layer, columns named below
-    A       activations: the input at 0, then each layer's output at N·ops[i, OUT]
-    D       deltas: two halves of N·max_size, used in turn
-    X       per convolution at N·ops[i, COLS]: its im2col matrices, or for stride 1 its
-            zero-padded images; then a per-batch scratch (dcols, or wide outputs/δ and a
-            padded dx, or a dense layer's Wᵀ)
     IDX     int64: max-pool arg-maxes at N·ops[i, ARG]
-    P, G    the model's parameter and gradient vectors
-    S       dtype scalars: [N, 1, optimizer hyper-parameters (8), status of the last call]
+    S       dtype scalars (S_SIZE): [N, 1, optimizer hyper-parameters (8), status of the last
+            call, padding]
+    A       activations (N·act_size): the input at 0, then each layer's output at N·ops[i, OUT]
+    D       deltas: two halves of N·max_size, used in turn
+    X       per convolution at N·ops[i, COLS] (N·cols_size in all): its im2col matrices, or for
+            stride 1 its zero-padded images; then a per-batch scratch (dcols, or wide outputs/δ
+            and a padded dx, or a dense layer's Wᵀ)
+and, from the caller, P and G (the model's parameter and gradient vectors).
 """
 
 import numpy as np
@@ -33,9 +38,12 @@ FORWARD_ONLY, NO_UPDATE, SGD_UPDATE, ADAM_UPDATE = -1, 0, 1, 2
 # status codes: returned instead of the loss and set in S[S_STATUS] (a loss can be negative:
 # cross-entropy takes any finite targets, so a negative return alone is not an error)
 BAD_INPUT, BAD_LABEL, BAD_TARGET, BAD_PROGRAM = -1.0, -2.0, -3.0, -4.0
-# scalar slots in S: N, 1, optimizer hyper-parameters (8), status
+# scalar slots in S: N, 1, optimizer hyper-parameters (8), status; 16 slots keep A aligned
 S_N, S_ONE, S_HYPER, S_STATUS = 0, 1, 2, 10
-S_SIZE = 11
+S_SIZE = 16
+# slots of WI's header
+H_N, H_LAYERS, H_ACT, H_MAX, H_COLS = 0, 1, 2, 3, 4
+HEADER = 8
 
 
 # -- forward ops --------------------------------------------------------------------------
@@ -762,19 +770,33 @@ def _inputs_bad(A, x, labels, targets, use_labels, K):
     return 0.0
 
 
+@jit_inline
+def _views(WF, WI):
+    """(ops, N, A, D, X, cols_size, IDX, S) in the workspace WF, WI (module docstring).
+    ``blas_step`` runs this same code in Python (``_views.py_func``)."""
+    N, layers, cols_size = WI[H_N], WI[H_LAYERS], WI[H_COLS]
+    end = HEADER + layers * NCOLS
+    a = S_SIZE + N * WI[H_ACT]
+    d = a + 2 * N * WI[H_MAX]
+    return (WI[HEADER:end].reshape(layers, NCOLS), N, WF[S_SIZE:a], WF[a:d], WF[d:], cols_size,
+            WI[end:], WF[:S_SIZE])
+
+
 @jit
-def run(ops, N, x, labels, targets, use_labels, loss_kind, P, G, A, D, X, cols_size, IDX, S,
-        opt_kind, buf1, buf2):
-    """Forward, loss, backward, update for the batch x (N·input size,). Returns the mean loss,
-    or a status code (BAD_*) when an input is unusable: then nothing changed. S[S_STATUS]
-    tells the two apart (0 after a step; a loss may be negative). Strided convolutions are
-    not in this call (BAD_PROGRAM): ``blas_step`` runs them.
+def run(x, labels, targets, P, G, WF, WI, loss_kind, opt_kind, buf1, buf2):
+    """Forward, loss, backward, update for the batch x (N·input size,) with int labels (N,)
+    or, if labels is empty, targets (N·K,). Returns the mean loss, or a status code (BAD_*)
+    when an input is unusable: then nothing changed. S[S_STATUS] tells the two apart (0 after
+    a step; a loss may be negative). Strided convolutions are not in this call (BAD_PROGRAM):
+    ``blas_step`` runs them.
     Gradients are left in G exactly as the layers' backward would leave them.
 
     With opt_kind == FORWARD_ONLY: the forward pass alone (inference); outputs at
     A[N·ops[-1, OUT]:], returns 0. (One entry point, not two: each compiled entry point costs
     seconds of compile time on a Pi.)
     """
+    ops, N, A, D, X, cols_size, IDX, S = _views(WF, WI)
+    use_labels = labels.size > 0
     last = ops[ops.shape[0] - 1]
     K = last[OUT_SIZE]
     status = _inputs_bad(A, x, labels, targets, use_labels, K)
