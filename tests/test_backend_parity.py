@@ -212,27 +212,73 @@ def test_fused_mirrors_the_kernel_constants():
     assert (fz._S_SIZE, fz._S_STATUS, fz._HEADER) == (kf.S_SIZE, kf.S_STATUS, kf.HEADER)
 
 
-def test_fused_workspace_layout_agrees_with_the_kernel(restore_backend):
+def _layout_models():
+    yield pb.load_definition("camera_cnn").build(seed=0)
+    yield pb.load_definition("seed_mlp").build(seed=0)
+    yield pb.Sequential([pb.MaxPool2D(2), pb.Flatten(), pb.Dense(8, 3)], seed=0, input_shape=(2, 4, 4))
+    yield pb.Sequential([pb.Conv2D(1, 2, 3, stride=2, padding=1), pb.Flatten(), pb.Dense(8, 3)], seed=0,
+                        input_shape=(1, 4, 4), dtype=np.float64)
+
+
+@pytest.mark.parametrize("model_index", range(4))
+def test_fused_workspace_layout_agrees_with_the_kernel(restore_backend, model_index):
     """fused.py lays out a batch's workspace (WF, WI); kernels_fused._views cuts it apart
-    again. The two must agree on every region, or the kernel reads the wrong memory."""
+    again, compiled and (in blas_step) in Python. They must agree on every region, and the
+    regions must neither overlap nor run past WF, or a kernel reads the wrong memory."""
+    import numba
     from pi_backprop.nn import fused as fz
     from pi_backprop.nn import kernels_fused as kf
     pb.set_backend("numba")
-    program = fz.program_for(pb.load_definition("camera_cnn").build(seed=0))
-    N = 3
-    WF, WI, A, S, _ = program.workspace(N)
-    ops, n, A2, D, X, cols_size, IDX, S2 = kf._views.py_func(WF, WI)
-    np.testing.assert_array_equal(ops, program.ops)
-    assert (n, cols_size) == (N, program.cols_size)
-    assert S2.size == kf.S_SIZE and np.shares_memory(S2, S) and S2[kf.S_N] == N and S2[kf.S_ONE] == 1
-    assert np.shares_memory(A2, A) and A2.size == A.size == N * program.act_size
-    assert D.size == 2 * N * program.max_size
-    assert X.size == N * program.cols_size + program.scratch_size
-    assert IDX.size == N * program.arg_size
-    regions = [S2, A2, D, X]
-    assert sum(r.size for r in regions) == WF.size
-    starts = [r.__array_interface__["data"][0] for r in regions]
-    assert starts == sorted(starts)  # in order, and (sizes summing to the whole) not overlapping
+    model = list(_layout_models())[model_index]
+    program = fz.program_for(model)
+    compiled_views = numba.njit(lambda WF, WI: kf._views(WF, WI))
+    for N in (1, 3, 5, 2, 7):  # more batch sizes than workspaces kept: some are rebuilt
+        WF, WI, A, S, _ = program.workspace(N)
+        for ops, n, A2, D, X, cols_size, IDX, S2 in (kf._views.py_func(WF, WI), compiled_views(WF, WI)):
+            np.testing.assert_array_equal(ops, program.ops)
+            assert (n, cols_size) == (N, program.cols_size)
+            assert S2.size == kf.S_SIZE and S2[kf.S_N] == N and S2[kf.S_ONE] == 1
+            assert A2.size == N * program.act_size and D.size == 2 * N * program.max_size
+            assert X.size == N * program.cols_size + program.scratch_size
+            assert IDX.size == N * program.arg_size
+            address = [r.__array_interface__["data"][0] for r in (S2, A2, D, X)]
+            assert address[1] == A.__array_interface__["data"][0] and address[0] == S.__array_interface__["data"][0]
+            ends = [a + r.nbytes for a, r in zip(address, (S2, A2, D, X))]
+            assert all(end <= start for end, start in zip(ends, address[1:]))  # in order, no overlap
+            assert ends[-1] == WF.__array_interface__["data"][0] + WF.nbytes
+            assert all(a % fz._ALIGN_BYTES == 0 for a in address)
+
+
+def test_fused_call_checks_sizes_before_touching_anything(restore_backend, rng):
+    """The kernel is the last line: inputs of the wrong size give a status, not a write past
+    a buffer, and change nothing (fused.py checks shapes first, so only a direct call can
+    get here)."""
+    from pi_backprop.nn import fused as fz
+    from pi_backprop.nn import kernels_fused as kf
+    pb.set_backend("numba")
+    model = pb.load_definition("sensor_mlp").build(seed=0)
+    program, before = fz.program_for(model), model.parameter_vector.copy()
+    WF, WI, A, S, runner = program.workspace(2)
+    assert runner is kf.run
+    P, G, velocity, none = model.parameter_vector, model.gradient_vector, np.zeros_like(before), program._no_buffer
+    x, labels, targets = rng.normal(size=64).astype(np.float32), np.array([0, 1]), np.zeros(8, np.float32)
+    calls = {
+        kf.BAD_INPUT: (x[:63], labels, program._no_targets),
+        kf.BAD_LABEL: (x, labels[:1], program._no_targets),
+        kf.BAD_TARGET: (x, program._no_labels, targets[:7]),
+    }
+    for status, (x_, labels_, targets_) in calls.items():
+        for opt_kind in (kf.SGD_UPDATE, kf.ADAM_UPDATE):
+            got = kf.run(x_, labels_, targets_, P, G, WF, WI, kf.SOFTMAX_CE, opt_kind, velocity, velocity)
+            assert got == status and S[kf.S_STATUS] == status
+    assert kf.run(x[:62], program._no_labels, program._no_targets, P, G, WF, WI, 0, kf.FORWARD_ONLY,
+                  none, none) == kf.BAD_INPUT
+    np.testing.assert_array_equal(model.parameter_vector, before)
+    assert not velocity.any()
+    # and the right sizes work, for labels, targets and a forward pass
+    assert kf.run(x, labels, program._no_targets, P, G, WF, WI, kf.SOFTMAX_CE, kf.SGD_UPDATE, velocity, none) > 0
+    assert kf.run(x, program._no_labels, targets + 0.25, P, G, WF, WI, kf.MSE, kf.SGD_UPDATE, velocity, none) > 0
+    assert kf.run(x, program._no_labels, program._no_targets, P, G, WF, WI, 0, kf.FORWARD_ONLY, none, none) == 0
 
 
 # -- import hygiene and the warm-up command ------------------------------------------------

@@ -28,7 +28,8 @@ def run(x, labels, targets, P, G, WF, WI, loss_kind, opt_kind, buf1, buf2):
     ops, N, A, D, X, cols_size, IDX, S = kf._views.py_func(WF, WI)
     N, cols_size, use_labels = int(N), int(cols_size), labels.size > 0
     K = int(ops[-1, kf.OUT_SIZE])
-    status = kf._inputs_bad(A, x, labels, targets, use_labels, K)
+    status = kf._inputs_bad(A, x, N, int(ops[0, kf.IN_SIZE]), labels, targets, use_labels, K,
+                            opt_kind != kf.FORWARD_ONLY)
     S[kf.S_STATUS] = status
     if status != 0:
         return status

@@ -8,13 +8,14 @@ contiguous memory and LLVM vectorises it.
 
 Buffers (all 1-D, batch-major, offsets in elements). A batch size's workspace is two
 arrays, so that a call passes few arguments (numba unboxes each array argument, ~40 ns):
-    WI      int64: [header (HEADER slots: N, layers, act_size, max_size, cols_size) | ops | IDX]
-    WF      the model dtype: [S | A | D | X]
-with (``_views`` cuts them apart; sizes per sample unless said otherwise)
+    WI      int64: [header (HEADER slots, named H_* below) | ops | IDX]
+    WF      the model dtype: [S | A | D | X], where the header says each region starts and
+            ends (``fused.Program.workspace`` lays them out, aligned; ``_views`` cuts them apart)
+with (sizes per sample unless said otherwise)
     ops     int64 (L, NCOLS)   one row per layer, columns named below
     IDX     int64: max-pool arg-maxes at N·ops[i, ARG]
     S       dtype scalars (S_SIZE): [N, 1, optimizer hyper-parameters (8), status of the last
-            call, padding]
+            call, unused]
     A       activations (N·act_size): the input at 0, then each layer's output at N·ops[i, OUT]
     D       deltas: two halves of N·max_size, used in turn
     X       per convolution at N·ops[i, COLS] (N·cols_size in all): its im2col matrices, or for
@@ -38,11 +39,12 @@ FORWARD_ONLY, NO_UPDATE, SGD_UPDATE, ADAM_UPDATE = -1, 0, 1, 2
 # status codes: returned instead of the loss and set in S[S_STATUS] (a loss can be negative:
 # cross-entropy takes any finite targets, so a negative return alone is not an error)
 BAD_INPUT, BAD_LABEL, BAD_TARGET, BAD_PROGRAM = -1.0, -2.0, -3.0, -4.0
-# scalar slots in S: N, 1, optimizer hyper-parameters (8), status; 16 slots keep A aligned
+# scalar slots in S: N, 1, optimizer hyper-parameters (8), status
 S_N, S_ONE, S_HYPER, S_STATUS = 0, 1, 2, 10
 S_SIZE = 16
-# slots of WI's header
-H_N, H_LAYERS, H_ACT, H_MAX, H_COLS = 0, 1, 2, 3, 4
+# slots of WI's header: batch size, layers, cols_size (per sample), and where A and D start
+# and end and X starts in WF (X runs to WF's end)
+H_N, H_LAYERS, H_COLS, H_A, H_A_END, H_D, H_D_END, H_X = range(8)
 HEADER = 8
 
 
@@ -745,10 +747,16 @@ def _conv_backward_wide(X, co, so, P, wo, G, bo, D, do, dxo, N, C, H, W, F, OH, 
 # -- the entry points -----------------------------------------------------------------------
 
 @jit_reduce
-def _inputs_bad(A, x, labels, targets, use_labels, K):
+def _inputs_bad(A, x, N, in_size, labels, targets, use_labels, K, training):
     """Check before any work and copy x into A (scratch). Returns a status code or 0.0.
-    v·0 is 0 for a finite v and NaN for NaN or ±inf, so a sum of them is one vectorised
-    pass (a per-element isfinite with an early exit was 0.7 µs of W3's 13 µs step)."""
+    Sizes first: a wrong one would read or write past the buffers (``fused`` checks shapes,
+    but this is the last line). v·0 is 0 for a finite v and NaN for NaN or ±inf, so a sum of
+    them is one vectorised pass (a per-element isfinite with an early exit was 0.7 µs of W3's
+    13 µs step)."""
+    if x.size != N * in_size or N < 1:
+        return BAD_INPUT
+    if training and (labels.size != N if use_labels else targets.size != N * K):
+        return BAD_LABEL if use_labels else BAD_TARGET
     nonfinite = x[0] * 0
     for k in range(x.size):
         v = x[k]
@@ -756,6 +764,8 @@ def _inputs_bad(A, x, labels, targets, use_labels, K):
         nonfinite += v * 0
     if nonfinite != nonfinite:
         return BAD_INPUT
+    if not training:
+        return 0.0
     if use_labels:
         outside = False
         for n in range(labels.size):
@@ -774,12 +784,10 @@ def _inputs_bad(A, x, labels, targets, use_labels, K):
 def _views(WF, WI):
     """(ops, N, A, D, X, cols_size, IDX, S) in the workspace WF, WI (module docstring).
     ``blas_step`` runs this same code in Python (``_views.py_func``)."""
-    N, layers, cols_size = WI[H_N], WI[H_LAYERS], WI[H_COLS]
+    layers = WI[H_LAYERS]
     end = HEADER + layers * NCOLS
-    a = S_SIZE + N * WI[H_ACT]
-    d = a + 2 * N * WI[H_MAX]
-    return (WI[HEADER:end].reshape(layers, NCOLS), N, WF[S_SIZE:a], WF[a:d], WF[d:], cols_size,
-            WI[end:], WF[:S_SIZE])
+    return (WI[HEADER:end].reshape(layers, NCOLS), WI[H_N], WF[WI[H_A]:WI[H_A_END]],
+            WF[WI[H_D]:WI[H_D_END]], WF[WI[H_X]:], WI[H_COLS], WI[end:], WF[:S_SIZE])
 
 
 @jit
@@ -799,7 +807,8 @@ def run(x, labels, targets, P, G, WF, WI, loss_kind, opt_kind, buf1, buf2):
     use_labels = labels.size > 0
     last = ops[ops.shape[0] - 1]
     K = last[OUT_SIZE]
-    status = _inputs_bad(A, x, labels, targets, use_labels, K)
+    status = _inputs_bad(A, x, N, ops[0, IN_SIZE], labels, targets, use_labels, K,
+                         opt_kind != FORWARD_ONLY)
     for i in range(ops.shape[0]):  # the buffers of a strided convolution are laid out for im2col
         if ops[i, KIND] == CONV and (ops[i, SH] != 1 or ops[i, SW] != 1):
             status = BAD_PROGRAM
