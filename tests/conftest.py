@@ -7,8 +7,9 @@ import pi_backprop as pb
 from pi_backprop.nn import backend as backend_module
 from pi_backprop.paths import numba_cache_dir
 
-# numba reads NUMBA_CACHE_DIR when it is imported; the backend sets it on first use, but the
-# tests import numba before that. Without this their kernels were cached in the source tree.
+# numba fixes a cache=True kernel's cache directory when the kernel is defined, from
+# NUMBA_CACHE_DIR. The backend sets that on first use, but some tests import the kernel
+# modules directly, before that: without this, their kernels were cached in the source tree.
 os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache_dir()))
 
 
