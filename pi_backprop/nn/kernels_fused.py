@@ -819,7 +819,7 @@ def run(x, labels, targets, P, G, WF, WI, loss_kind, opt_kind, buf1, buf2):
     # Forward and backward are loops here, not functions of their own: numba links a called
     # function's optimised code into the caller and LLVM optimises it all again, so every
     # level of calls between run and the op kernels cost ~1.5 s of compile time (the first
-    # step from an empty cache: 13.0-14.2 s with two such levels, 8.8-10.5 s without; no
+    # step from an empty cache: 13.0-14.2 s with two such levels, 9-10 s without; no
     # slower at run time).
     for i in range(ops.shape[0]):  # forward
         op = ops[i]
