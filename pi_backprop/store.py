@@ -613,17 +613,18 @@ class SampleStore:
         ``class_names``); they must fit the store's sample shape and class names. Returns the
         number added (the bounds may drop some again)."""
         x, y, names = read_npz(path)
-        return self.import_arrays(x, y, names, source=source or f"import:{Path(path).name}")
+        return self.import_arrays(x, y, names, path=path, source=source)
 
-    def import_arrays(self, x, y, names, *, source: str) -> int:
-        """Add samples read by ``read_npz`` (x, y with -1 for unlabelled, class names)."""
+    def import_arrays(self, x, y, names, *, path, source: str | None = None) -> int:
+        """Add samples that ``read_npz`` read from ``path`` (x, y with -1 for unlabelled, class
+        names); ``source`` defaults to "import:<file name>"."""
         stored_shape = self.sample_shape
         if stored_shape is not None and tuple(x.shape[1:]) != stored_shape:
-            raise ShapeError(f"{source}: samples have shape {tuple(x.shape[1:])} but the store holds "
+            raise ShapeError(f"{path}: samples have shape {tuple(x.shape[1:])} but the store holds "
                              f"shape {stored_shape}")
         with self._lock:
             self.set_class_names(names)
-            self.add_samples(x, y, source)
+            self.add_samples(x, y, source or f"import:{Path(path).name}")
         return int(x.shape[0])
 
 

@@ -212,16 +212,19 @@ def test_fused_mirrors_the_kernel_constants():
     assert (fz._S_SIZE, fz._S_STATUS, fz._HEADER) == (kf.S_SIZE, kf.S_STATUS, kf.HEADER)
 
 
-def _layout_models():
-    yield pb.load_definition("camera_cnn").build(seed=0)
-    yield pb.load_definition("seed_mlp").build(seed=0)
-    yield pb.Sequential([pb.MaxPool2D(2), pb.Flatten(), pb.Dense(8, 3)], seed=0, input_shape=(2, 4, 4))
-    yield pb.Sequential([pb.Conv2D(1, 2, 3, stride=2, padding=1), pb.Flatten(), pb.Dense(8, 3)], seed=0,
-                        input_shape=(1, 4, 4), dtype=np.float64)
+LAYOUT_MODELS = {
+    "cnn": lambda: pb.load_definition("camera_cnn").build(seed=0),
+    "mlp": lambda: pb.load_definition("seed_mlp").build(seed=0),
+    "pool-only": lambda: pb.Sequential([pb.MaxPool2D(2), pb.Flatten(), pb.Dense(8, 3)], seed=0,
+                                       input_shape=(2, 4, 4)),
+    "strided-float64": lambda: pb.Sequential([pb.Conv2D(1, 2, 3, stride=2, padding=1), pb.Flatten(),
+                                              pb.Dense(8, 3)], seed=0, input_shape=(1, 4, 4),
+                                             dtype=np.float64),
+}
 
 
-@pytest.mark.parametrize("model_index", range(4))
-def test_fused_workspace_layout_agrees_with_the_kernel(restore_backend, model_index):
+@pytest.mark.parametrize("kind", LAYOUT_MODELS)
+def test_fused_workspace_layout_agrees_with_the_kernel(restore_backend, kind):
     """fused.py lays out a batch's workspace (WF, WI); kernels_fused._views cuts it apart
     again, compiled and (in blas_step) in Python. They must agree on every region, and the
     regions must neither overlap nor run past WF, or a kernel reads the wrong memory."""
@@ -229,8 +232,7 @@ def test_fused_workspace_layout_agrees_with_the_kernel(restore_backend, model_in
     from pi_backprop.nn import fused as fz
     from pi_backprop.nn import kernels_fused as kf
     pb.set_backend("numba")
-    model = list(_layout_models())[model_index]
-    program = fz.program_for(model)
+    program = fz.program_for(LAYOUT_MODELS[kind]())
     compiled_views = numba.njit(lambda WF, WI: kf._views(WF, WI))
     for N in (1, 3, 5, 2, 7):  # more batch sizes than workspaces kept: some are rebuilt
         WF, WI, A, S, _ = program.workspace(N)

@@ -92,7 +92,7 @@ def run(args) -> int:
             print(f"creating sample store {path}")
         with SampleStore(path) as store:
             before = len(store)
-            count = store.import_arrays(x, y, names, source=args.source or f"import:{Path(args.file).name}")
+            count = store.import_arrays(x, y, names, path=args.file, source=args.source)
             after = len(store)
         dropped = before + count - after
         print(f"imported {count} samples from {args.file} into {path}: {after} stored"
