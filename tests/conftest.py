@@ -5,12 +5,6 @@ import pytest
 
 import pi_backprop as pb
 from pi_backprop.nn import backend as backend_module
-from pi_backprop.paths import numba_cache_dir
-
-# numba fixes a cache=True kernel's cache directory when the kernel is defined, from
-# NUMBA_CACHE_DIR. The backend sets that on first use, but some tests import the kernel
-# modules directly, before that: without this, their kernels were cached in the source tree.
-os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache_dir()))
 
 
 def _numba_installed():

@@ -16,7 +16,7 @@ def add_arguments(parser):
 def run(args) -> int:
     if args.repeats < 1 or args.block_seconds <= 0:
         raise ConfigError(f"--repeats must be >= 1 and --block-seconds > 0, got {args.repeats}, {args.block_seconds}")
-    from .. import bench
+    from . import benchmark as bench
 
     _, text = bench.main(args.output_dir, args.repeats, args.block_seconds,
                          default_threads=not args.single_thread_only, quick=args.quick)

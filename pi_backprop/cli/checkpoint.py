@@ -7,7 +7,7 @@ Read-only: nothing is removed or repaired.
 
 from pathlib import Path
 
-from .. import checkpoint as ckpt
+from ..storage import checkpoint as ckpt
 from ..exc import CheckpointError, ConfigError
 
 

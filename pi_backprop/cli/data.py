@@ -11,7 +11,7 @@ from pathlib import Path
 
 from .. import paths
 from ..exc import DataError
-from ..store import DEFAULT_FILENAME, SampleStore, read_npz
+from ..storage.store import DEFAULT_FILENAME, SampleStore, read_npz
 
 EXAMPLES = """\
 examples:

@@ -2,7 +2,6 @@
 
 import platform
 import sys
-from importlib import metadata
 
 import numpy as np
 
@@ -10,7 +9,8 @@ from .. import __version__
 from ..hardware.camera import camera_status
 from ..hardware.pins import pi_model, pin_status
 from ..nn import get_backend
-from ..paths import numba_cache_dir, state_dir
+from ..nn.engine.cache import kernel_cache_dir, numba_version
+from ..paths import state_dir
 
 
 def add_arguments(parser):
@@ -19,11 +19,10 @@ def add_arguments(parser):
 
 
 def _numba_line() -> str:
-    try:
-        version = metadata.version("numba")
-    except metadata.PackageNotFoundError:
+    version = numba_version()
+    if version is None:
         return "not installed: the numpy backend runs instead (same results, slower)"
-    return f"{version} (kernel cache: {numba_cache_dir()})"
+    return f"{version} (kernel cache: {kernel_cache_dir(version)})"
 
 
 def lines(simulate=False) -> list:

@@ -13,9 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from ..exc import ConfigError, DataError
-from ..images import read_image
-from ..inference import load_newest
-from ..npfiles import load_numpy
+from .images import read_image
+from ..training.inference import load_newest
+from ..storage.npfiles import load_numpy
 from .evaluate import add_location_arguments
 
 EXAMPLES = """\

@@ -3,7 +3,7 @@
 import logging
 import math
 
-from ..config import load_config
+from ..service.config import load_config
 from ..logs import setup_logging
 
 _log = logging.getLogger("pi_backprop.run")
@@ -24,7 +24,7 @@ def add_arguments(parser):
 
 def run(args) -> int:
     from ..exc import ConfigError
-    from ..service import Service
+    from ..service.loop import Service
 
     if args.until_accuracy is not None and not 0 < args.until_accuracy <= 1:
         raise ConfigError(f"--until-accuracy must be in (0, 1], got {args.until_accuracy}")

@@ -12,9 +12,9 @@ import sys
 import threading
 import time
 
-from ..datasets import open_dataset
+from ..training.datasets import open_dataset
 from ..modeldef import load_definition
-from ..trainer import Trainer
+from ..training.trainer import Trainer
 
 BAR_WIDTH = 24
 BAR_INTERVAL = 0.2   # seconds between redraws of the terminal bar

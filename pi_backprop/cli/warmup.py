@@ -8,7 +8,6 @@ import time
 import numpy as np
 
 from ..exc import BackendError
-from ..paths import numba_cache_dir
 
 
 def add_arguments(parser):
@@ -22,14 +21,15 @@ def add_arguments(parser):
 
 def run(args) -> int:
     from ..nn import numba_available
-    from ..nn.warmup import warmup_tasks
 
     if not numba_available():
         raise BackendError("numba is not installed: nothing to compile (the numpy backend needs no warm-up)")
-    import numba  # imported by numba_available() already; here for its version and cache dir
+    from ..nn.engine.cache import numba_version
+    from ..nn.engine.jit import CACHE_DIR
+    from ..nn.engine.warmup import warmup_tasks
 
     dtypes = (np.float32, np.float64) if args.float64 and not args.float32_only else (np.float32,)
-    print(f"numba {numba.__version__}, cache {numba_cache_dir()}", flush=True)
+    print(f"numba {numba_version()}, cache {CACHE_DIR}", flush=True)
     start = time.perf_counter()
     for label, task in warmup_tasks(dtypes):
         began = time.perf_counter()

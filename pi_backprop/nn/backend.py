@@ -1,6 +1,6 @@
 """The kernel backend: ``"numpy"`` (the readable reference) or ``"numba"`` (compiled).
 
-Both backends are modules with the same functions (see ``kernels_numpy``); layers call
+Both backends are modules with the same functions (``kernels_numpy``, ``engine.layer_kernels``); layers call
 ``kernels()`` on every forward/backward, so switching takes effect at once. numba is
 imported only when its backend is first used, never by ``import pi_backprop``.
 """
@@ -10,9 +10,9 @@ import logging
 import os
 
 from ..exc import BackendError
-from ..paths import numba_cache_dir
 
 BACKENDS = ("numba", "numpy")
+_MODULES = {"numba": ".engine.layer_kernels", "numpy": ".kernels_numpy"}
 ENV_VAR = "PI_BACKPROP_BACKEND"
 
 _log = logging.getLogger(__name__)
@@ -69,11 +69,8 @@ def _checked_name(name, where):
 def _load(name):
     module = _modules.get(name)
     if module is None:
-        if name == "numba":
-            # Compiled kernels are cached where the service may write, not beside the code.
-            os.environ.setdefault("NUMBA_CACHE_DIR", str(numba_cache_dir()))
         try:
-            module = importlib.import_module(f"{__package__}.kernels_{name}")
+            module = importlib.import_module(_MODULES[name], __package__)
         except ImportError as error:
             raise BackendError(
                 f"backend {name!r} cannot be loaded ({error}); install numba "

@@ -1,6 +1,6 @@
 """The numpy backend: the readable reference for every kernel.
 
-Each function is the textbook formula. The numba backend (``kernels_numba``) has the same
+Each function is the textbook formula. The numba backend (``engine.layer_kernels``) has the same
 functions with the same signatures and results; the tests hold the two together.
 Arguments are trusted: the layers validated shapes and dtypes before calling.
 

@@ -139,7 +139,7 @@ class Sequential:
     def predict(self, x):
         """Outputs for inputs, for inference: nothing is kept for a backward pass.
 
-        With the numba backend this is one compiled call (see ``fused.py``).
+        With the numba backend this is one compiled call (see ``engine.program``).
         """
         program = self._fused_program_or_none()
         if program is not None:
@@ -156,7 +156,7 @@ class Sequential:
 
         With the numba backend, a supported model (the layers of this package), loss
         (``MSELoss``, ``SoftmaxCrossEntropy``) and optimizer (``SGD``, ``Adam``) run as one
-        compiled call (``fused.py``): the parameters, ``layer.grads`` and the optimizer state
+        compiled call (``engine.program``): the parameters, ``layer.grads`` and the optimizer state
         end up as the layer path leaves them (to rounding), but the layers' and the loss's
         forward caches are not refreshed: call ``forward`` before calling ``backward`` yourself.
         """
@@ -180,7 +180,7 @@ class Sequential:
             return program
         global _program_for
         if _program_for is None:  # imported once, not per step (~0.5 µs of a 7 µs step)
-            from .fused import program_for as _program_for
+            from .engine.program import program_for as _program_for
         return _program_for(self)
 
     # -- description ------------------------------------------------------------------------

@@ -1,0 +1,92 @@
+"""Where numba keeps the engine's compiled code: a folder keyed by the engine's sources.
+
+numba checks a cached function against its own file's time stamp only. The engine's entry
+point inlines and links kernels from other files, so an edit to a callee (or a ``git pull``,
+or a wheel upgrade) could leave stale machine code in use. Here every source file of this
+package, and the Python, numpy and numba versions, go into a hash that names the folder:
+any change compiles afresh into a new folder, and old folders are pruned.
+
+    <base>/kernels-<key>/      base: $NUMBA_CACHE_DIR, else paths.cache_dir()/numba
+"""
+
+import hashlib
+import logging
+import os
+import re
+import shutil
+import sys
+from importlib import metadata
+from pathlib import Path
+
+import numpy as np
+
+from ...paths import numba_cache_dir
+
+PREFIX = "kernels-"
+KEY_LENGTH = 16                   # hex digits of the SHA-256
+_KEYED = re.compile(rf"^{PREFIX}[0-9a-f]{{{KEY_LENGTH}}}$")
+OTHERS_KEPT = 1                   # another install (a second venv, say) may share the base
+SOURCES_DIR = Path(__file__).resolve().parent
+
+_log = logging.getLogger(__name__)
+
+
+def numba_version() -> str | None:
+    """The installed numba's version, read without importing it; None if not installed."""
+    try:
+        return metadata.version("numba")
+    except metadata.PackageNotFoundError:
+        return None
+
+
+def source_files(directory=SOURCES_DIR) -> list:
+    """Every ``.py`` file numba may compile code from: the whole engine package, sorted."""
+    return sorted(Path(directory).rglob("*.py"))
+
+
+def cache_key(numba_version: str, directory=SOURCES_DIR) -> str:
+    """KEY_LENGTH hex digits of a SHA-256 over the engine's sources (names and bytes) and
+    the Python, numpy and numba versions."""
+    digest = hashlib.sha256()
+    directory = Path(directory)
+    for path in source_files(directory):
+        data = path.read_bytes()
+        name = path.relative_to(directory).as_posix()
+        digest.update(f"{name}\0{len(data)}\0".encode())
+        digest.update(data)
+    digest.update(f"python {sys.version}\0numpy {np.__version__}\0numba {numba_version}".encode())
+    return digest.hexdigest()[:KEY_LENGTH]
+
+
+def kernel_cache_dir(numba_version: str, base=None) -> Path:
+    """``<base>/kernels-<key>`` for this engine (not created here)."""
+    return Path(base or numba_cache_dir()) / f"{PREFIX}{cache_key(numba_version)}"
+
+
+def prepare(directory: Path) -> None:
+    """Create ``directory``, mark it used (its time stamp), and remove older keyed folders
+    beside it but the OTHERS_KEPT most recently used. Never fails: without a writable cache
+    numba compiles in memory, each process anew."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        os.utime(directory)
+    except OSError as error:
+        _log.warning("kernel cache %s is not writable (%s): kernels compile anew in every process",
+                     directory, error.strerror or error)
+        return
+    try:
+        others = [p for p in directory.parent.iterdir()
+                  if p != directory and _KEYED.match(p.name) and p.is_dir() and not p.is_symlink()]
+    except OSError:
+        return
+    others.sort(key=_last_used, reverse=True)
+    for stale in others[OTHERS_KEPT:]:
+        shutil.rmtree(stale, ignore_errors=True)
+        _log.info("removed the stale kernel cache %s", stale)
+
+
+def _last_used(path):
+    try:
+        return path.stat().st_mtime
+    except OSError:
+        return 0.0

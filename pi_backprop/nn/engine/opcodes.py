@@ -1,0 +1,47 @@
+"""The protocol between a model's op program (``program``) and the compiled engine
+(``kernels``), defined once and free of numba, so that a program can be built, checked and
+laid out where numba is not installed.
+
+A program is an int64 array (layers, NCOLS): one row per layer, columns named below; sizes
+are per sample, offsets in elements. A batch's workspace is two arrays (``kernels`` has the
+full picture):
+    WI  int64:           [header (HEADER slots, H_*) | op rows | max-pool arg-maxes]
+    WF  the model dtype: [S (S_SIZE scalars, S_*) | A activations | D deltas | X scratch]
+"""
+
+# op kinds (column KIND)
+DENSE, CONV, POOL, FLATTEN, RELU, SIGMOID, TANH = 1, 2, 3, 4, 5, 6, 7
+ACTIVATIONS = (RELU, SIGMOID, TANH)
+
+# columns of an op row: where the input and output lie in A (IN, OUT) and their sizes; where
+# W and b lie in the parameter vector (WOFF, BOFF); the input's C, H, W; F outputs (dense:
+# C inputs, F outputs); OH, OW; kernel or pool window KH, KW; stride SH, SW; padding PH, PW;
+# where a pool's arg-maxes (ARG) and a convolution's buffers (COLS) lie.
+(KIND, IN, OUT, IN_SIZE, OUT_SIZE, WOFF, BOFF, C, H, W, F, OH, OW, KH, KW, SH, SW, PH, PW, ARG,
+ COLS) = range(21)
+NCOLS = 21
+
+# losses (the loss_kind argument)
+SOFTMAX_CE, MSE = 0, 1
+# optimizers (the opt_kind argument); FORWARD_ONLY runs inference
+FORWARD_ONLY, SGD_UPDATE, ADAM_UPDATE = -1, 1, 2
+
+# status codes: returned instead of the loss and set in S[S_STATUS] (a loss can be negative:
+# cross-entropy takes any finite targets, so a negative return alone is not an error).
+# NEED_CALLER: a step driven op by op stopped at an op its caller runs (kernels.run).
+BAD_INPUT, BAD_LABEL, BAD_TARGET, BAD_PROGRAM, NEED_CALLER = -1.0, -2.0, -3.0, -4.0, -5.0
+
+# scalar slots in S: batch size, the constant 1 in the model's dtype, eight optimizer
+# hyper-parameters from S_HYPER on, the status of the last call
+S_N, S_ONE, S_HYPER, S_STATUS = 0, 1, 2, 10
+S_SIZE = 16
+
+# slots of WI's header: batch size, layers, cols_size (per sample); where A and D start and
+# end and X starts in WF (X runs to WF's end); for a step driven op by op: 1 in H_OP_BY_OP,
+# where it stands (H_PC), which half of D holds δ (H_HALF) and the bits of its float64 loss
+# (H_LOSS); see kernels.run
+H_N, H_LAYERS, H_COLS, H_A, H_A_END, H_D, H_D_END, H_X, H_OP_BY_OP, H_PC, H_HALF, H_LOSS = range(12)
+HEADER = 12
+
+# each region of WF starts on a cache line
+ALIGN_BYTES = 64

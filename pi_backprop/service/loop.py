@@ -1,0 +1,555 @@
+"""The service loop: capture, store, train in bursts, checkpoint, predict, report.
+
+    with Service(config, config_path=path, simulate=True) as service:
+        service.run()            # until SIGTERM/SIGINT, or --until-accuracy / --max-seconds
+
+Start-up (config checked, hardware opened, newest valid checkpoint resumed, kernels
+warmed) ends with ``READY=1``. The main thread trains in short bursts between samples
+(which a capture thread queues), checkpoints every K steps or T seconds, predicts every
+new sample, and pings the systemd watchdog. SIGTERM/SIGINT finish the current step, write
+a checkpoint and return; SIGHUP reloads what the config allows to change live.
+"""
+
+import contextlib
+import logging
+import math
+import signal
+import sys
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from .. import paths
+from .capture import Capture, SimulatedOperator, check_pins_for_classes, open_source
+from ..storage.checkpoint import CheckpointWriteError
+from .config import NO_PIN, diff_live, load_config
+from ..training.datasets import Dataset
+from ..training.inference import confidences
+from ..exc import ConfigError, DataError
+from ..logs import setup_logging
+from ..modeldef import load_definition
+from .predictions import PredictionReporter
+from .sdnotify import Notifier
+from ..training.trainer import DivergenceError, Trainer
+
+_log = logging.getLogger(__package__)  # "pi_backprop.service", the name the journal has always shown
+
+MIN_TRAINING_CLASSES = 2     # classes with enough samples before training starts
+MIN_VALIDATION = 30          # validation samples before --until-accuracy may end a run
+EVAL_SECONDS = 2.0           # evaluate at most this often (and at every checkpoint)
+ACCURACY_SAMPLE = 256        # training samples scored for the train-accuracy curve
+ERROR_SECONDS = 10.0         # the error pattern stays this long after a part failed, to be seen
+
+
+def balanced_index(train_index, labels) -> np.ndarray:
+    """Training indices with every present class repeated up to the largest class's count,
+    so that an epoch shows the classes equally often (class-balanced batches)."""
+    groups = [train_index[labels[train_index] == c] for c in np.unique(labels[train_index])]
+    largest = max(len(g) for g in groups)
+    return np.concatenate([np.resize(g, largest) for g in groups])
+
+
+class Service:
+    """The long-running job. A context manager: ``__exit__`` closes hardware and the store.
+
+    config       : ``config.Config``; config_path: where SIGHUP re-reads it (None: no reload)
+    simulate     : simulated camera/sensor and mock pins, whatever the config says
+    state_dir    : overrides ``service.state_dir``
+    until_accuracy, max_seconds : end ``run()`` when the validation accuracy reaches it, or
+                   after that many seconds of running (the desktop demo); None: never
+    notifier     : ``sdnotify.Notifier`` (default: from ``$NOTIFY_SOCKET``)
+    on_light     : callable(state, text) told of every status-light change (the terminal)
+    """
+
+    def __init__(self, config, *, config_path=None, simulate=False, state_dir=None, until_accuracy=None,
+                 max_seconds=None, notifier=None, on_light=None, stop_event=None, backend_chosen=False):
+        self.config, self.config_path, self.simulate = config, config_path, simulate
+        self.until_accuracy, self.max_seconds = until_accuracy, max_seconds
+        self.notifier = notifier if notifier is not None else Notifier()
+        self.on_light = on_light
+        self.backend_chosen = backend_chosen   # --backend given: it wins over model.backend
+        self.metrics = {}
+        self.stop_event = stop_event or threading.Event()
+        self.state_dir = Path(state_dir or config.service.state_dir or paths.state_dir())
+        self.checkpoint_dir = self.state_dir / "checkpoints"
+        self.definition = load_definition(config.model.name)
+        check_pins_for_classes(config, self.definition)
+        self._stack = contextlib.ExitStack()
+        self._reload_requested = False
+        self.trainer = self.store = self.lights = self.capture = self.operator = self.buttons = None
+        self.training_stopped = False
+        self._error_until = -math.inf    # monotonic time until which the LEDs show "error"
+        self._shown = None               # the LED state last asked for (a flash returns to it)
+        self._logged_light = None
+        self._last_ping = -math.inf
+        self._trained_yet = False
+        self.rollbacks = 0
+        self.summary = {}
+
+    # -- start ------------------------------------------------------------------------------
+
+    def __enter__(self):
+        try:
+            self._open()
+        except BaseException:
+            self._stack.close()
+            raise
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    def close(self):
+        """Close hardware, store and trainer (idempotent)."""
+        if self.capture is not None:
+            self.stop_event.set()
+            self.capture.join()
+        self._stack.close()
+        self.notifier.close()
+
+    def _open(self):
+        config, definition = self.config, self.definition
+        # From the start: a SIGTERM while the kernels compile must stop us cleanly too.
+        self._stack.enter_context(self._signals())
+        if config.model.backend != "auto" and not self.backend_chosen:
+            from ..nn import set_backend
+            set_backend(config.model.backend)
+        try:
+            self.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as error:
+            raise ConfigError(f"cannot create the state directory {self.state_dir}: {error.strerror or error}; "
+                              "give a writable one with --state-dir or service.state_dir") from None
+        self.lights = self._stack.enter_context(self._open_lights())
+        self.lights.set_state("starting")
+        store_path = Path(config.store.path) if config.store.path else self.state_dir / "samples.db"
+        from ..storage.store import SampleStore
+        self.store = self._stack.enter_context(SampleStore(
+            store_path, max_per_class=config.store.max_per_class, max_bytes=config.store.max_bytes,
+            validation_fraction=config.training.validation_fraction))
+        self.store.set_class_names(definition.classes)
+        if self.store.sample_shape not in (None, definition.input_shape):
+            raise DataError(f"{store_path} holds samples of shape {self.store.sample_shape}, but model "
+                            f"{definition.name!r} takes {definition.input_shape}; export and clear it first "
+                            "(pi-backprop data export/clear) or set store.path")
+        read, simulated = open_source(config, definition, self._stack, simulate=self.simulate,
+                                      stop_event=self.stop_event)
+        buttons, button_pins = self._open_buttons()
+        self.buttons = buttons
+        labeller = buttons.take_label if buttons is not None else (lambda: None)
+        if simulated is not None and config.labels.simulated:
+            self.operator = SimulatedOperator(simulated, len(definition.classes), buttons=buttons,
+                                              button_pins=button_pins, seed=config.model.seed)
+            self._stack.callback(self.operator.close)
+            labeller = self.operator.label
+        self.trainer = self._stack.enter_context(self._make_trainer())
+        self.reporter = PredictionReporter(definition.classes, jsonl=config.predict.jsonl,
+                                           max_bytes=config.predict.jsonl_max_bytes,
+                                           log_all=config.predict.log_all, lights=self.lights)
+        self._warm_up()
+        self.capture = Capture(read, labeller, interval=config.source.interval, stop_event=self.stop_event,
+                               before=self.operator.before_capture if self.operator else None,
+                               shown=(lambda: simulated.last_label) if simulated is not None else None)
+
+    def _open_lights(self):
+        from ..hardware.leds import StatusLights
+
+        lights, pins = self.config.lights, list(self.config.lights.pins)
+        wiring = {}
+        if lights.kind == "single":
+            wiring["led"] = pins[0]
+        elif lights.kind == "separate":
+            wiring["leds"] = dict(zip(("red", "green", "blue"), pins))
+        elif lights.kind == "rgb":
+            wiring["rgb"] = tuple(pins)
+        class_leds = [None if pin == NO_PIN else pin for pin in lights.class_pins]
+        factory = self._pin_factory() if wiring or any(p is not None for p in class_leds) else None
+        return StatusLights(**wiring, class_leds=class_leds, active_high=lights.active_high,
+                            on_change=self._light_changed, pin_factory=factory)
+
+    def _pin_factory(self):
+        from ..hardware.pins import pin_factory, reset_pin_factory
+
+        factory = pin_factory(simulate=True if self.simulate else None)
+        self._stack.callback(reset_pin_factory)
+        return factory
+
+    def _open_buttons(self):
+        """(LabelButtons or None, {class index: mock pin} for the simulated operator)."""
+        labels = self.config.labels
+        if not labels.pins:
+            return None, {}
+        from ..hardware.buttons import LabelButtons
+
+        factory = self._pin_factory()
+        pins = [None if pin == NO_PIN else pin for pin in labels.pins]
+        buttons = self._stack.enter_context(LabelButtons(
+            pins, class_names=self.definition.classes, mode=labels.mode, bounce_time=labels.bounce_time,
+            pull_up=labels.pull_up, pin_factory=factory))
+        mock = {}
+        if hasattr(factory, "reset"):  # gpiozero's MockFactory: the operator may press them
+            mock = {index: factory.pin(pin) for index, pin in enumerate(pins) if pin is not None}
+        return buttons, mock
+
+    def _make_trainer(self):
+        training = self.config.training
+        sgd = training.optimizer == "sgd"
+        trainer = Trainer(self.definition, None, self.checkpoint_dir, optimizer=training.optimizer,
+                          lr=training.lr, seed=self.config.model.seed,
+                          momentum=training.momentum if sgd else None,
+                          weight_decay=training.weight_decay if sgd else None,
+                          # The service decides when to checkpoint (_checkpoint_if_due: steps,
+                          # seconds and a minimum interval for the SD card) and to evaluate.
+                          checkpoint_every=sys.maxsize, eval_every=sys.maxsize, keep=training.keep,
+                          max_grad_norm=training.max_grad_norm, stop_event=self.stop_event,
+                          hooks=[self._after_step])
+        # batch_size may change from one start to the next (the store grows): not a new run.
+        trainer.settings["batch_size"] = training.batch_size
+        for path, reason in trainer.skipped:
+            _log.warning("skipped damaged checkpoint %s: %s", path.name, reason)
+        if trainer.resumed_from is not None:
+            _log.info("resumed from %s (step %d)", trainer.resumed_from.path, trainer.step)
+        else:
+            _log.info("no checkpoint in %s: starting %s from fresh weights", self.checkpoint_dir, self.definition.name)
+        return trainer
+
+    def _warm_up(self):
+        """Compile (or load from the cache) the kernels before READY, on a throwaway model."""
+        started = time.monotonic()
+        model = self.definition.build(seed=0)
+        x = np.zeros((2,) + self.definition.input_shape, np.float32)
+        optimizer = type(self.trainer.optimizer)(model, lr=1e-9)
+        model.train_step(x, np.zeros(2, np.int64), self.definition.make_loss(), optimizer)
+        model.predict(x[:1])
+        _log.info("kernels ready in %.1f s", time.monotonic() - started)
+
+    # -- the loop ---------------------------------------------------------------------------
+
+    def run(self) -> dict:
+        """Run until stopped; return a summary (samples, steps, accuracy, checkpoint path)."""
+        self.capture.start()
+        self.started = time.monotonic()
+        self._last_checkpoint_time = self._last_eval = self._last_status = self.started
+        self._dataset_count, self._next_refresh, self._burst_losses = -1, 0.0, []
+        self.notifier.ready(self._status_text())
+        _log.info("ready: %s on %s, state in %s", self.definition.name,
+                  "simulated hardware" if self.simulate else self.config.source.kind, self.state_dir)
+        while not self.stop_event.is_set():
+            if self._reload_requested:
+                self._reload()
+            got_samples = self._take_samples()
+            trained = self._train_burst()
+            self._checkpoint_if_due()
+            self._update_lights()
+            self._report_status()
+            if self._finished():
+                break
+            if not (trained or got_samples):
+                new = self.capture.get(timeout=0.1)   # idle: wait for the next sample
+                if new is not None:
+                    self._handle_sample(new)
+        self._stop()
+        return self.summary
+
+    def _take_samples(self) -> bool:
+        got = False
+        while (sample := self.capture.get()) is not None:
+            self._handle_sample(sample)
+            self._ping_watchdog()       # a slow store must not starve the watchdog
+            got = True
+        return got
+
+    def _handle_sample(self, sample):
+        model = self.trainer.model
+        scores = confidences(model.predict(sample.x[None]), self.definition.loss)[0]
+        self.reporter.report(sample, scores, self.trainer.step)
+        if sample.label is None and not self.config.store.keep_unlabelled:
+            return
+        try:
+            self.store.add_sample(sample.x, sample.label, "simulated" if self.simulate else self.config.source.kind,
+                                  time=sample.time)
+        except DataError as error:       # disk full, database locked: keep going, say so
+            _log.warning("sample not stored: %s", error)
+            self._part_failed()
+
+    def _train_burst(self) -> bool:
+        if self.training_stopped or not self.config.training.enabled or not self._refresh_dataset():
+            return False
+        trainer = self.trainer
+        if not self._trained_yet:
+            # The checkpoint clock starts with training, not with collecting.
+            self._trained_yet, self._last_checkpoint_time = True, time.monotonic()
+        try:
+            trainer.run(trainer.step + self.config.training.burst_steps, end_of_run=False)
+        except DivergenceError as error:
+            self._roll_back(error)
+            return True
+        if time.monotonic() - self._last_eval >= EVAL_SECONDS:
+            self._evaluate()
+        return True
+
+    def _refresh_dataset(self) -> bool:
+        """Reload the training data from the store when it has grown; True if training can go on."""
+        now = time.monotonic()
+        if now < self._next_refresh:
+            return self.trainer.dataset is not None
+        try:
+            counts = self.store.class_counts("train")
+            total = int(self.store.class_counts("val").sum() + counts.sum())
+            if total != self._dataset_count and \
+                    (counts >= self.config.training.min_samples_per_class).sum() >= MIN_TRAINING_CLASSES:
+                # Let go of the old copy first: the store's data are held once, not twice.
+                self.trainer.dataset = None
+                x, y, eval_mask = self.store.load_split()
+                dataset = Dataset.from_arrays(x, y, self.definition, source=str(self.store.path), eval_mask=eval_mask)
+                dataset.train_index = balanced_index(dataset.train_index, dataset.y)
+                self.trainer.dataset = dataset
+                self._dataset_count = total
+        except DataError as error:      # a locked or failing store: train on when it reads again
+            _log.warning("training data not read from the store: %s", error)
+            self._part_failed()
+            self._dataset_count = -1
+        # Reading the store costs time: the bigger it is, the less often.
+        self._next_refresh = now + max(2.0, 20 * (time.monotonic() - now))
+        return self.trainer.dataset is not None
+
+    def _after_step(self, report):
+        self._ping_watchdog()
+        self._burst_losses.append(report.loss)
+
+    def _evaluate(self):
+        trainer, dataset = self.trainer, self.trainer.dataset
+        metrics = trainer.evaluate()
+        rng = np.random.default_rng(trainer.step)
+        index = dataset.train_index
+        sample = rng.choice(index, size=min(ACCURACY_SAMPLE, len(index)), replace=False)
+        train_accuracy = float((trainer.model.predict(dataset.x[sample]).argmax(1) == dataset.y[sample]).mean())
+        loss = float(np.mean(self._burst_losses)) if self._burst_losses else None
+        self._burst_losses = []
+        self.metrics = dict(metrics, train_accuracy=train_accuracy, train_loss=loss)
+        trainer.metrics.update(self.metrics)
+        try:
+            self.store.record_metrics(trainer.step, loss, train_accuracy, metrics["eval_loss"],
+                                      metrics["eval_accuracy"], trainer.optimizer.lr)
+        except DataError as error:
+            _log.warning("metrics not stored: %s", error)
+        self._last_eval = time.monotonic()
+
+    def _roll_back(self, error):
+        self.rollbacks += 1
+        trainer = self.trainer
+        info = trainer.restore()
+        trainer.optimizer.lr *= self.config.training.lr_backoff
+        with contextlib.suppress(DataError):
+            self.store.drop_metrics_after(trainer.step)
+        self._part_failed()
+        where = f"{info.path.name} (step {info.step})" if info else "the initial weights"
+        _log.warning("%s; rolled back to %s, learning rate now %.3g (rollback %d of %d)", error, where,
+                     trainer.optimizer.lr, self.rollbacks, self.config.training.max_rollbacks)
+        if self.rollbacks >= self.config.training.max_rollbacks:
+            self.training_stopped = True
+            _log.error("training stopped after %d rollbacks in a row; still predicting with %s. "
+                       "Lower training.lr and reload the config (sudo systemctl reload pi-backprop)",
+                       self.rollbacks, where)
+
+    def _checkpoint_if_due(self):
+        """Every ``checkpoint_every_steps`` steps or ``checkpoint_every_seconds``, whichever
+        comes first, but not within ``min_checkpoint_seconds`` of the last one."""
+        trainer, training = self.trainer, self.config.training
+        if trainer.dataset is None or trainer.step == trainer._saved_step:
+            return
+        elapsed = time.monotonic() - self._last_checkpoint_time
+        steps = trainer.step - trainer._saved_step
+        if elapsed >= training.checkpoint_every_seconds or (
+                steps >= training.checkpoint_every_steps and elapsed >= training.min_checkpoint_seconds):
+            self._save_checkpoint()
+
+    def _save_checkpoint(self):
+        try:
+            self._evaluate()
+            self._checkpoint_written(self.trainer.save_checkpoint())
+        except CheckpointWriteError as error:
+            _log.error("checkpoint not written: %s; the previous one is intact", error)
+            self._part_failed()
+        except DivergenceError as error:
+            self._roll_back(error)
+        self._last_checkpoint_time = time.monotonic()
+
+    def _checkpoint_written(self, path):
+        self.rollbacks = 0
+        self._last_checkpoint_time = time.monotonic()
+        self.lights.flash_checkpoint()
+        _log.info("checkpoint %s (step %d)", path.name, self.trainer.step)
+
+    def _part_failed(self):
+        """A part (store, disk, checkpoint, training) failed: show the error pattern a while."""
+        self._error_until = time.monotonic() + ERROR_SECONDS
+        self._update_lights()
+
+    def _update_lights(self):
+        """Show the state the service is in; a checkpoint flash returns to it by itself."""
+        if self.capture.failing or self.training_stopped or time.monotonic() < self._error_until:
+            state = "error"
+        elif not self.config.training.enabled:
+            state = "idle"
+        elif self.trainer.dataset is None:
+            state = "collecting"
+        else:
+            state = "training"
+        if state != self._shown:
+            self._shown = state
+            self.lights.set_state(state)
+
+    def _ping_watchdog(self):
+        """``WATCHDOG=1`` at least every half of systemd's ``WatchdogSec`` (the notifier's
+        interval is already half of it; pinging at half of that leaves room for a slow step)."""
+        interval = self.notifier.watchdog_interval
+        if interval is not None and self.config.service.watchdog:
+            now = time.monotonic()
+            if now - self._last_ping >= interval / 2:
+                self.notifier.watchdog()
+                self._last_ping = now
+
+    def _report_status(self):
+        now = time.monotonic()
+        interval = self.config.service.status_interval
+        self._ping_watchdog()
+        if now - self._last_status >= interval:
+            self._last_status = now
+            text = self._status_text()
+            self.notifier.status(text)
+            _log.info("%s", text)
+
+    def _status_text(self) -> str:
+        trainer, metrics = self.trainer, self.metrics
+        labelled = int(self.store.class_counts("all").sum())
+        parts = []
+        if self.training_stopped:
+            parts.append("training stopped (diverged)")
+        elif trainer.dataset is None:
+            parts.append(f"collecting: {labelled} labelled samples")
+        else:
+            parts.append(f"step {trainer.step}")
+            if metrics.get("train_loss") is not None:
+                parts.append(f"loss {metrics['train_loss']:.3f}")
+            if metrics.get("eval_accuracy") is not None:
+                parts.append(f"val acc {metrics['eval_accuracy']:.1%}")
+            parts.append(f"{labelled} samples")
+        if self.reporter.last:
+            parts.append(f"last: {self.reporter.last}")
+        if self.capture.failing:
+            parts.append(f"capture failing ({self.capture.failures}x)")
+        return ", ".join(parts)
+
+    def _finished(self) -> bool:
+        if self.max_seconds is not None and time.monotonic() - self.started >= self.max_seconds:
+            _log.info("time limit of %.0f s reached", self.max_seconds)
+            return True
+        accuracy = self.metrics.get("eval_accuracy")
+        if (self.until_accuracy is not None and accuracy is not None and accuracy >= self.until_accuracy
+                and self.metrics.get("eval_samples", 0) >= MIN_VALIDATION):
+            _log.info("validation accuracy %.1f%% reached the target of %.1f%%", 100 * accuracy,
+                      100 * self.until_accuracy)
+            return True
+        return False
+
+    # -- stop and reload ------------------------------------------------------------------------
+
+    def _stop(self):
+        self.stop_event.set()
+        self.notifier.stopping("stopping: writing a checkpoint")
+        if self.trainer.dataset is not None and self.trainer.step != self.trainer._saved_step:
+            self._save_checkpoint()
+        self._shown = "idle"
+        self.lights.set_state("idle")
+        self.summary = {"samples": int(self.store.class_counts("all").sum()), "steps": self.trainer.step,
+                        "accuracy": self.metrics.get("eval_accuracy"),
+                        "live_accuracy": self.reporter.recent_accuracy,
+                        "checkpoint": self.trainer.last_checkpoint or (
+                            self.trainer.resumed_from.path if self.trainer.resumed_from else None),
+                        "state_dir": self.state_dir}
+
+    @contextlib.contextmanager
+    def _signals(self):
+        if threading.current_thread() is not threading.main_thread():
+            yield
+            return
+
+        def stop(signum, frame):
+            _log.info("%s: finishing the current step, then stopping", signal.Signals(signum).name)
+            self.stop_event.set()
+
+        def reload(signum, frame):
+            self._reload_requested = True
+
+        previous = {sig: signal.signal(sig, handler) for sig, handler in
+                    ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGHUP, reload))}
+        try:
+            yield
+        finally:
+            for sig, handler in previous.items():
+                signal.signal(sig, handler)
+
+    def _reload(self):
+        self._reload_requested = False
+        if self.config_path is None:
+            _log.warning("SIGHUP: no config file to reload")
+            return
+        self.notifier.reloading()
+        try:
+            new = load_config(self.config_path)
+        except ConfigError as error:
+            _log.error("SIGHUP: config not reloaded, the running one stays: %s", error)
+            self.notifier.ready()
+            return
+        changes = diff_live(self.config, new)
+        old, self.config = self.config, new
+        training = new.training
+        self.capture.interval = new.source.interval
+        if self.operator is not None:
+            self.operator.enabled = new.labels.simulated
+        if self.buttons is not None:
+            self.buttons.mode = new.labels.mode
+        optimizer = self.trainer.optimizer
+        if training.lr != old.training.lr:
+            # Unchanged, the lr a rollback lowered stays; a new one also lets stopped training retry.
+            optimizer.lr = training.lr
+            if self.training_stopped:
+                _log.info("SIGHUP: new learning rate %g: training resumes", training.lr)
+            self.training_stopped, self.rollbacks = False, 0
+        for key in ("momentum", "weight_decay"):
+            if key in optimizer.hyper_names:
+                setattr(optimizer, key, getattr(training, key))
+        self.trainer.settings["batch_size"] = training.batch_size
+        self.trainer.keep = training.keep
+        self.trainer.max_grad_norm = training.max_grad_norm
+        try:
+            self.store.set_limits(max_per_class=new.store.max_per_class, max_bytes=new.store.max_bytes)
+        except DataError as error:
+            _log.warning("SIGHUP: store bounds not applied now (%s); they apply on the next start", error)
+        self.reporter.configure(jsonl=new.predict.jsonl, max_bytes=new.predict.jsonl_max_bytes,
+                                log_all=new.predict.log_all)
+        if new.logging.level != old.logging.level:   # else a --verbose run stays verbose
+            setup_logging(level=new.logging.level)
+        if changes.live:
+            _log.info("SIGHUP: applied %s", ", ".join(changes.live))
+        if changes.restart:
+            _log.warning("SIGHUP: %s changed but need a restart (sudo systemctl restart pi-backprop)",
+                         ", ".join(changes.restart))
+        if not changes:
+            _log.info("SIGHUP: config unchanged")
+        self.notifier.ready()
+
+    def _light_changed(self, state, text):
+        # Called from the caller's thread or the LED thread: only logs and hands on.
+        # A checkpoint flash and the return from it are routine: debug, not the journal.
+        routine = state == "checkpoint" or state == self._logged_light
+        if state != "checkpoint":
+            self._logged_light = state
+        _log.log(logging.DEBUG if routine else logging.INFO, "LEDs: %s", text)
+        if self.on_light is not None:
+            self.on_light(state, text)
+
+
+__all__ = ["Service", "balanced_index"]

@@ -1,0 +1,55 @@
+"""Reading a user's ``.npy`` / ``.npz`` file: never unpickles, and when a file is not what
+was asked for, says in one line what it is instead (``np.load`` calls any unknown file a
+pickle)."""
+
+import zipfile
+from pathlib import Path
+
+import numpy as np
+
+from ..exc import DataError
+
+MAGIC = {"npy": b"\x93NUMPY", "npz": b"PK"}
+
+
+def _what(start: bytes) -> str:
+    if not start:
+        return "it is empty"
+    if start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+        return "it holds pickled Python data, refused: pickles can run code"
+    if start.startswith(MAGIC["npy"]):
+        return "it is a single .npy array"
+    if start.startswith(MAGIC["npz"]):
+        return "it is a zip archive, as .npz files are"
+    return "its first bytes are neither numpy's nor zip's"
+
+
+def load_numpy(path, kind: str):
+    """The array of a ``.npy`` (``kind="npy"``) or ``{name: array}`` of a ``.npz`` (``"npz"``).
+
+    Raises ``DataError`` naming the file and the problem: missing, unreadable, another kind
+    of file, object arrays (which would need pickle), damaged.
+    """
+    path = Path(path)
+    try:
+        with path.open("rb") as file:
+            start = file.read(8)
+    except FileNotFoundError:
+        raise DataError(f"{path}: no such file") from None
+    except OSError as error:
+        raise DataError(f"{path}: cannot be read: {error.strerror or error}") from None
+    if not start.startswith(MAGIC[kind]):
+        raise DataError(f"{path}: is not a .{kind} file ({_what(start)})")
+    try:
+        loaded = np.load(path, allow_pickle=False)
+        if kind == "npy":
+            return loaded
+        with loaded:
+            return {name: loaded[name] for name in loaded.files}
+    except ValueError as error:
+        if "pickle" in str(error).lower():
+            raise DataError(f"{path}: holds pickled Python objects, refused (pickles can run code); "
+                            "save plain numeric arrays") from None
+        raise DataError(f"{path}: cannot be read as .{kind} ({error})") from None
+    except (OSError, EOFError, zipfile.BadZipFile, NotImplementedError, RuntimeError) as error:
+        raise DataError(f"{path}: cannot be read as .{kind} ({error})") from None

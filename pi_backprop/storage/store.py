@@ -1,0 +1,758 @@
+"""The sample store: labelled (and unlabelled) samples, class names and training metrics in
+one SQLite file, bounded so that an SD card never fills.
+
+    with SampleStore(path, max_per_class=500, max_bytes=100_000_000) as store:
+        store.set_class_names(["still", "walking", "tapping", "shaking"])
+        store.add_sample(x, label=2, source="sensor")          # x: any numeric array
+        x, y = store.batch(rng, 32)                            # class-balanced, training split
+        xv, yv = store.load_arrays("val")
+        store.record_metrics(step=40, loss=0.31, accuracy=0.88)
+
+Samples are raw little-endian bytes with their shape and dtype (never pickled), read back as
+float32. One process writes (the service); any number read at the same time: the file is in
+WAL mode and readers open it read-only (``SampleStore(path, readonly=True)``).
+
+The train/validation split is a pure function of a sample's id (see ``is_validation``), so it
+stays put as samples come and go. Samples are kept in blocks of ``SPLIT_BLOCK`` consecutive
+ids: samples captured a second apart look alike, and keeping them on the same side keeps
+the validation score honest.
+
+Bounds, enforced in the same transaction as every insert: at most ``max_per_class`` samples
+per class (unlabelled samples count as one more class), oldest dropped first; and at most
+``max_bytes`` of sample data, dropping the oldest unlabelled samples first, then the oldest
+samples of the largest class, so the classes stay balanced.
+
+Durability: ``synchronous=NORMAL`` in WAL mode keeps the file consistent through a power cut
+and may lose only the last few samples; it saves the SD card an fsync per sample.
+"""
+
+import dataclasses
+import json
+import os
+import sqlite3
+import tempfile
+import threading
+import time as _time
+from pathlib import Path
+
+import numpy as np
+
+from .. import paths
+from .checkpoint import fsync_directory
+from ..exc import DataError, ShapeError
+from .npfiles import load_numpy
+
+SCHEMA_VERSION = 1
+APPLICATION_ID = 0x70696270  # "pibp": marks the file as ours
+DEFAULT_FILENAME = "samples.db"
+SPLIT_BLOCK = 8
+MAX_METRIC_ROWS = 100_000
+BUSY_TIMEOUT = 10.0  # seconds a reader or writer waits for a lock before giving up
+_HASH = 2654435761  # Knuth's multiplicative hash: consecutive blocks spread evenly over [0, 2**32)
+
+_CREATE = """
+CREATE TABLE classes (
+    label INTEGER PRIMARY KEY,             -- class index, 0..n-1, the model's output order
+    name TEXT NOT NULL UNIQUE
+);
+CREATE TABLE samples (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,  -- never reused, so the split never moves
+    time REAL NOT NULL,                    -- Unix time, seconds
+    source TEXT NOT NULL,
+    label INTEGER REFERENCES classes(label),  -- NULL: unlabelled
+    shape TEXT NOT NULL,                   -- JSON list of ints
+    dtype TEXT NOT NULL,                   -- numpy dtype string, little-endian ("<f4", "|u1")
+    nbytes INTEGER NOT NULL,
+    data BLOB NOT NULL
+);
+-- Covers the per-class counts and byte sums of every insert without reading the blobs.
+CREATE INDEX samples_by_label ON samples(label, id, nbytes);
+CREATE TABLE metrics (
+    step INTEGER NOT NULL,
+    time REAL NOT NULL,
+    loss REAL, accuracy REAL, val_loss REAL, val_accuracy REAL, lr REAL
+);
+CREATE INDEX metrics_by_step ON metrics(step);
+CREATE TABLE settings (
+    key TEXT PRIMARY KEY,                  -- max_per_class, max_bytes, validation_fraction
+    value NUMERIC NOT NULL
+);
+"""
+
+
+def default_store_path() -> Path:
+    """``samples.db`` in the state directory."""
+    return paths.state_dir() / DEFAULT_FILENAME
+
+
+def is_validation(sample_id: int, fraction: float) -> bool:
+    """True if the sample with this id belongs to the validation split (``fraction`` in [0, 1))."""
+    return ((sample_id // SPLIT_BLOCK) * _HASH) % 2**32 < _threshold(fraction)
+
+
+def _threshold(fraction):
+    return int(round(fraction * 2**32))
+
+
+# The same rule in SQL (SQLite's integer division truncates like Python's for ids >= 0).
+_IS_VAL = f"(((id / {SPLIT_BLOCK}) * {_HASH}) % 4294967296) < :threshold"
+_SPLITS = {"train": f"NOT {_IS_VAL}", "val": _IS_VAL, "all": "1"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Metric:
+    """One row of training history. Accuracies are fractions in [0, 1]; time is Unix seconds."""
+
+    step: int
+    time: float
+    loss: float | None
+    accuracy: float | None = None
+    val_loss: float | None = None
+    val_accuracy: float | None = None
+    lr: float | None = None
+
+
+@dataclasses.dataclass(frozen=True)
+class StoreStats:
+    """What ``pi-backprop data stats`` prints. ``per_class`` maps a class name to (train, val)."""
+
+    path: str
+    file_bytes: int
+    sample_shape: tuple | None
+    sample_dtype: str | None
+    class_names: tuple
+    per_class: dict
+    unlabelled: int
+    data_bytes: int
+    last_metric: Metric | None
+    max_per_class: int
+    max_bytes: int
+    validation_fraction: float
+
+    @property
+    def labelled(self) -> int:
+        return sum(train + val for train, val in self.per_class.values())
+
+
+class SampleStore:
+    """A bounded SQLite store of samples, class names and metrics. See the module docstring.
+
+    path : the ``.db`` file (created with its directory unless ``readonly``); default
+        ``default_store_path()``.
+    max_per_class : samples kept per class, unlabelled samples counting as one class.
+    max_bytes : sample data kept, in bytes (the file is a little larger: SQLite's pages).
+    validation_fraction : share of sample ids in the validation split, in [0, 0.9].
+    readonly : open for reading only (``mode=ro``); safe while the service writes.
+
+    The three settings are saved in the file by a writer that is given them, and a store
+    opened without them uses the saved ones (else ``DEFAULTS``): so ``pi-backprop data
+    import`` bounds the store exactly as the service configured it.
+    """
+
+    DEFAULTS = {"max_per_class": 500, "max_bytes": 100_000_000, "validation_fraction": 0.2}
+
+    def __init__(self, path=None, *, max_per_class: int | None = None, max_bytes: int | None = None,
+                 validation_fraction: float | None = None, readonly: bool = False):
+        self.path = Path(path) if path is not None else default_store_path()
+        self.readonly = readonly
+        given = {"max_per_class": max_per_class, "max_bytes": max_bytes,
+                 "validation_fraction": validation_fraction}
+        given = {key: value for key, value in given.items() if value is not None}
+        self._check_settings(**{**self.DEFAULTS, **given})
+        self._lock = threading.RLock()
+        self._db = None
+        try:
+            self._db = self._connect()
+            self._check_or_create_schema()
+            saved = dict(self._conn().execute("SELECT key, value FROM settings"))
+            settings = {**self.DEFAULTS, **saved, **given}
+            self.max_per_class = int(settings["max_per_class"])
+            self.max_bytes = int(settings["max_bytes"])
+            self.validation_fraction = float(settings["validation_fraction"])
+            if given and not readonly:
+                self._save_settings()
+        except sqlite3.Error as error:
+            self.close()
+            raise DataError(f"cannot open sample store {self.path}: {error}{self._hint(error)}") from error
+        except BaseException:
+            self.close()
+            raise
+
+    # -- opening -------------------------------------------------------------------------
+
+    def _connect(self):
+        if self.readonly:
+            if not self.path.is_file():
+                raise DataError(f"no sample store at {self.path} (the service creates it; "
+                                "give another one with --db)")
+            uri = self.path.resolve().as_uri() + "?mode=ro"
+            db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None,
+                                 check_same_thread=False)
+        else:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
+                                 check_same_thread=False)
+        db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+        if not self.readonly:
+            # auto_vacuum only takes effect before the first table is created.
+            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            if db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
+                raise DataError(f"cannot use WAL mode for {self.path} (a network file system?)")
+            db.execute("PRAGMA synchronous = NORMAL")
+            db.execute("PRAGMA journal_size_limit = 8000000")
+        db.execute("PRAGMA foreign_keys = ON")
+        return db
+
+    def _check_or_create_schema(self):
+        db = self._db
+        if not self.readonly:
+            db.execute("BEGIN IMMEDIATE")
+        try:
+            version = db.execute("PRAGMA user_version").fetchone()[0]
+            app = db.execute("PRAGMA application_id").fetchone()[0]
+            tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
+            if version == 0 and app == 0 and tables == 0:
+                if self.readonly:
+                    raise DataError(f"{self.path} is an empty database, not a sample store yet")
+                # One statement at a time: executescript() would commit the transaction.
+                for statement in _CREATE.split(";"):
+                    if statement.strip():
+                        db.execute(statement)
+                db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
+                db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+            elif app != APPLICATION_ID:
+                raise DataError(f"{self.path} is an SQLite file but not a pi-backprop sample store")
+            elif version > SCHEMA_VERSION:
+                raise DataError(f"{self.path} has sample store version {version}, written by a newer "
+                                f"pi-backprop; this one reads version {SCHEMA_VERSION}: upgrade pi-backprop")
+            elif version != SCHEMA_VERSION:
+                raise DataError(f"{self.path} has unknown sample store version {version}")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+        if db.in_transaction:
+            db.execute("COMMIT")
+
+    def _hint(self, error):
+        text = str(error)
+        if "not a database" in text:
+            return " (the file is not an SQLite database)"
+        if self.readonly and "unable to open" in text:
+            return (" (a reader needs the store's directory or its -shm file to be accessible: "
+                    "run as the service user, e.g. sudo -u pi-backprop)")
+        return ""
+
+    # -- resource ------------------------------------------------------------------------
+
+    def close(self) -> None:
+        """Close the database; idempotent."""
+        with getattr(self, "_lock", threading.RLock()):
+            if self._db is not None:
+                self._db.close()
+                self._db = None
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def __repr__(self):
+        mode = "read-only" if self.readonly else "read-write"
+        return f"<SampleStore {str(self.path)!r} {mode}>"
+
+    def _conn(self):
+        if self._db is None:
+            raise DataError(f"sample store {self.path} is closed")
+        return self._db
+
+    def _write(self):
+        """A context for one write transaction (BEGIN IMMEDIATE .. COMMIT, or ROLLBACK)."""
+        if self.readonly:
+            raise DataError(f"sample store {self.path} is open read-only")
+        return _Transaction(self)
+
+    # -- class names ---------------------------------------------------------------------
+
+    @property
+    def class_names(self) -> tuple:
+        """Class names in label order (label i is ``class_names[i]``); () if not set yet."""
+        with self._lock:
+            rows = self._conn().execute("SELECT name FROM classes ORDER BY label").fetchall()
+        return tuple(name for (name,) in rows)
+
+    def set_class_names(self, names) -> None:
+        """Set the class names, or check that they equal the stored ones (DataError if not)."""
+        names = tuple(str(name) for name in names)
+        if not names or len(set(names)) != len(names):
+            raise DataError(f"class names must be distinct and at least one, got {list(names)}")
+        with self._lock, self._write() as db:
+            stored = tuple(n for (n,) in db.execute("SELECT name FROM classes ORDER BY label"))
+            if stored == names:
+                return
+            if stored:
+                raise DataError(
+                    f"sample store {self.path} holds classes {list(stored)}, not {list(names)}: "
+                    "keep the model's classes, or save and empty the store first "
+                    "(pi-backprop data export FILE.npz; pi-backprop data clear --yes --classes)")
+            db.executemany("INSERT INTO classes (label, name) VALUES (?, ?)", enumerate(names))
+
+    # -- samples -------------------------------------------------------------------------
+
+    @property
+    def sample_shape(self) -> tuple | None:
+        """The shape every stored sample has, or None while the store is empty."""
+        with self._lock:
+            row = self._conn().execute("SELECT shape FROM samples LIMIT 1").fetchone()
+        return None if row is None else tuple(json.loads(row[0]))
+
+    def add_sample(self, x, label: int | None = None, source: str = "", *, time: float | None = None) -> int:
+        """Store one sample and return its id; drops old samples if a bound is exceeded.
+
+        x : a numeric array (any shape, the same for every sample; float or integer dtype).
+        label : class index in [0, len(class_names)), or None for an unlabelled sample.
+        source : where it came from ("camera", "sensor", "import:file.npz"...).
+        time : Unix time in seconds (default now).
+        """
+        with self._lock:
+            return self._add_many([x], [label], source, time)[0]
+
+    def add_samples(self, x, y, source: str = "", *, time: float | None = None) -> list[int]:
+        """Store many samples (``x`` (N, ...), ``y`` (N,) with -1 for unlabelled) in one transaction."""
+        labels = [None if int(label) < 0 else int(label) for label in np.asarray(y).reshape(-1)]
+        if len(labels) != len(x):
+            raise ShapeError(f"{len(x)} samples but {len(labels)} labels")
+        with self._lock:
+            return self._add_many(x, labels, source, time)
+
+    def _add_many(self, xs, labels, source, time):
+        with self._write() as db:
+            count = len(self.class_names)
+            stored_shape = self.sample_shape
+            rows = []
+            now = _time.time() if time is None else float(time)
+            for x, label in zip(xs, labels):
+                x = _as_sample(x)
+                if stored_shape is None:
+                    stored_shape = x.shape
+                elif x.shape != stored_shape:
+                    raise ShapeError(f"sample has shape {x.shape} but the store at {self.path} holds "
+                                     f"shape {stored_shape} (a different model? export and clear it first)")
+                if label is not None and not (isinstance(label, (int, np.integer)) and 0 <= label < count):
+                    what = f"the store's {count} classes" if count else "no class names (set them first)"
+                    raise DataError(f"label {label!r} is not a class index: the store has {what}")
+                rows.append((now, str(source), None if label is None else int(label),
+                             json.dumps(list(x.shape)), x.dtype.str, x.nbytes, x.tobytes()))
+            ids = []
+            for row in rows:
+                cursor = db.execute("INSERT INTO samples (time, source, label, shape, dtype, nbytes, data) "
+                                    "VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+                ids.append(cursor.lastrowid)
+            self._enforce_limits(db)
+        return ids
+
+    def set_limits(self, *, max_per_class: int | None = None, max_bytes: int | None = None) -> int:
+        """Change the bounds (e.g. after a config reload) and apply them now; returns samples dropped."""
+        new_per_class = self.max_per_class if max_per_class is None else int(max_per_class)
+        new_bytes = self.max_bytes if max_bytes is None else int(max_bytes)
+        self._check_settings(new_per_class, new_bytes)
+        with self._lock:
+            self.max_per_class, self.max_bytes = new_per_class, new_bytes
+            if self.readonly:
+                return 0
+            self._save_settings()
+            with self._write() as db:
+                return self._enforce_limits(db)
+
+    @staticmethod
+    def _check_settings(max_per_class, max_bytes, validation_fraction=0.2):
+        if int(max_per_class) < 1 or int(max_bytes) < 1:
+            raise DataError(f"store bounds must be positive, got max_per_class={max_per_class}, "
+                            f"max_bytes={max_bytes}")
+        if not 0 <= validation_fraction <= 0.9:
+            raise DataError(f"validation fraction must be in [0, 0.9], got {validation_fraction}")
+
+    def _save_settings(self):
+        with self._write() as db:
+            db.executemany("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
+                           [("max_per_class", self.max_per_class), ("max_bytes", self.max_bytes),
+                            ("validation_fraction", self.validation_fraction)])
+
+    def _enforce_limits(self, db) -> int:
+        """Delete what exceeds the bounds, oldest first; returns how many samples went."""
+        groups = {label: [count, size] for label, count, size in
+                  db.execute("SELECT label, count(*), sum(nbytes) FROM samples GROUP BY label")}
+        total = sum(size for _, size in groups.values())
+        oldest = {label: _oldest_ids(db, label) for label in groups}
+        victims = []
+
+        def drop(label):
+            nonlocal total
+            sample_id, size = next(oldest[label])
+            victims.append((sample_id,))
+            groups[label][0] -= 1
+            groups[label][1] -= size
+            total -= size
+
+        for label in groups:
+            while groups[label][0] > self.max_per_class:
+                drop(label)
+        while total > self.max_bytes:
+            if groups.get(None, (0,))[0] > 0:
+                drop(None)
+            else:
+                # The largest class; on a tie the one with the oldest sample (lowest label).
+                drop(max((label for label in groups if groups[label][0] > 0),
+                         key=lambda label: (groups[label][0], -label)))
+        db.executemany("DELETE FROM samples WHERE id = ?", victims)
+        return len(victims)
+
+    def counts(self, split: str = "all") -> dict:
+        """Samples per label in a split ("train", "val", "all"); the key None counts unlabelled ones."""
+        condition = self._split_condition(split)
+        with self._lock:
+            rows = self._conn().execute(
+                f"SELECT label, count(*) FROM samples WHERE {condition} GROUP BY label",
+                {"threshold": self._threshold}).fetchall()
+        return dict(rows)
+
+    def class_counts(self, split: str = "train"):
+        """Labelled samples per class in a split: int64, shape (len(class_names),)."""
+        result = np.zeros(len(self.class_names), dtype=np.int64)
+        for label, count in self.counts(split).items():
+            if label is not None:
+                result[label] = count
+        return result
+
+    def __len__(self):
+        with self._lock:
+            return self._conn().execute("SELECT count(*) FROM samples").fetchone()[0]
+
+    def load_arrays(self, split: str = "train", *, unlabelled: bool = False):
+        """All samples of a split, oldest first.
+
+        Returns x : float32, shape (N, *sample_shape); y : int64, shape (N,), -1 for an
+        unlabelled sample (included only with ``unlabelled=True``).
+        """
+        condition = self._split_condition(split)
+        if not unlabelled:
+            condition += " AND label IS NOT NULL"
+        with self._lock:
+            db = self._conn()
+            # One read transaction, so the count and the rows agree while the service writes.
+            db.execute("BEGIN")
+            try:
+                params = {"threshold": self._threshold}
+                count = db.execute(f"SELECT count(*) FROM samples WHERE {condition}", params).fetchone()[0]
+                rows = db.execute(f"SELECT label, shape, dtype, data FROM samples WHERE {condition} "
+                                  "ORDER BY id", params)
+                return _fill_arrays(rows, count, self.sample_shape)
+            finally:
+                db.execute("COMMIT")
+
+    def newest(self, label: int, count: int) -> np.ndarray:
+        """The newest ``count`` samples of class ``label``, oldest first: float32 (k, *sample_shape).
+
+        Reads only those rows, so a report on a full store stays small in memory.
+        """
+        with self._lock:
+            rows = self._conn().execute(
+                "SELECT label, shape, dtype, data FROM samples WHERE label = ? ORDER BY id DESC LIMIT ?",
+                (int(label), int(count))).fetchall()
+        x, _ = _fill_arrays(rows[::-1], len(rows), self.sample_shape)
+        return x
+
+    def load_split(self):
+        """Every labelled sample with its side of the split: x float32 (N, *sample_shape),
+        y int64 (N,), eval_mask bool (N,) (True: validation). Training samples come first."""
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN")   # one read transaction: the count and the rows agree
+            try:
+                params = {"threshold": self._threshold}
+                count, held_out = db.execute(f"SELECT count(*), total({_IS_VAL}) FROM samples "
+                                             "WHERE label IS NOT NULL", params).fetchone()
+                # Training rows first, then validation, filled straight into one array: the
+                # data are held once, not twice (a full store is ~100 MB; a Zero 2 W has 512 MB).
+                rows = db.execute(f"SELECT label, shape, dtype, data FROM samples WHERE label IS NOT NULL "
+                                  f"ORDER BY {_IS_VAL}, id", params)
+                x, y = _fill_arrays(rows, count, self.sample_shape)
+                eval_mask = np.arange(len(y)) >= count - int(held_out)
+                return x, y, eval_mask
+            finally:
+                db.execute("COMMIT")
+
+    def batch(self, rng: np.random.Generator, batch_size: int, split: str = "train"):
+        """A class-balanced random batch: each row's class is drawn uniformly from the classes
+        that have samples in the split, then a sample of that class uniformly.
+
+        Returns x : float32, shape (batch_size, *sample_shape); y : int64, shape (batch_size,).
+        DataError if the split holds no labelled sample.
+        """
+        condition = self._split_condition(split) + " AND label IS NOT NULL"
+        with self._lock:
+            db = self._conn()
+            db.execute("BEGIN")
+            try:
+                rows = db.execute(f"SELECT label, id FROM samples WHERE {condition} ORDER BY label, id",
+                                  {"threshold": self._threshold}).fetchall()
+                if not rows:
+                    raise DataError(f"no labelled samples in the {split} split of {self.path}")
+                ids_by_label = {}
+                for label, sample_id in rows:
+                    ids_by_label.setdefault(label, []).append(sample_id)
+                labels = np.array(sorted(ids_by_label))
+                chosen_labels = rng.choice(labels, size=batch_size)
+                chosen_ids = [ids_by_label[label][rng.integers(len(ids_by_label[label]))]
+                              for label in chosen_labels]
+                samples = self._samples_by_id(db, sorted(set(chosen_ids)))
+            finally:
+                db.execute("COMMIT")
+        x = np.stack([samples[i] for i in chosen_ids])
+        return x, chosen_labels.astype(np.int64)
+
+    def _samples_by_id(self, db, ids):
+        found = {}
+        for start in range(0, len(ids), 500):  # stay under old SQLite's 999-variable limit
+            chunk = ids[start:start + 500]
+            marks = ",".join("?" * len(chunk))
+            for sample_id, shape, dtype, data in db.execute(
+                    f"SELECT id, shape, dtype, data FROM samples WHERE id IN ({marks})", chunk):
+                found[sample_id] = _decode(shape, dtype, data)
+        return found
+
+    @property
+    def _threshold(self):
+        return _threshold(self.validation_fraction)
+
+    @staticmethod
+    def _split_condition(split):
+        try:
+            return _SPLITS[split]
+        except KeyError:
+            raise DataError(f"split must be train, val or all, got {split!r}") from None
+
+    def clear(self, *, classes: bool = False) -> int:
+        """Delete every sample and metric (and the class names if ``classes``); returns samples deleted."""
+        with self._lock, self._write() as db:
+            deleted = db.execute("DELETE FROM samples").rowcount
+            db.execute("DELETE FROM metrics")
+            if classes:
+                db.execute("DELETE FROM classes")
+        with self._lock:
+            self._conn().execute("PRAGMA incremental_vacuum")  # give the space back to the card
+        return deleted
+
+    # -- metrics -------------------------------------------------------------------------
+
+    def record_metrics(self, step: int, loss: float | None, accuracy: float | None = None,
+                       val_loss: float | None = None, val_accuracy: float | None = None,
+                       lr: float | None = None, *, time: float | None = None) -> None:
+        """Append one row of training history (accuracies as fractions, time in Unix seconds)."""
+        row = (int(step), _time.time() if time is None else float(time),
+               *(None if v is None else float(v) for v in (loss, accuracy, val_loss, val_accuracy, lr)))
+        with self._lock, self._write() as db:
+            db.execute("INSERT INTO metrics (step, time, loss, accuracy, val_loss, val_accuracy, lr) "
+                       "VALUES (?, ?, ?, ?, ?, ?, ?)", row)
+            # Bounded like the samples: the oldest rows go.
+            db.execute("DELETE FROM metrics WHERE rowid <= (SELECT max(rowid) FROM metrics) - ?",
+                       (MAX_METRIC_ROWS,))
+
+    def metrics(self, *, since_step: int | None = None) -> list[Metric]:
+        """Training history in the order it was recorded (optionally only rows with step >= since_step)."""
+        query = "SELECT step, time, loss, accuracy, val_loss, val_accuracy, lr FROM metrics"
+        params = ()
+        if since_step is not None:
+            query += " WHERE step >= ?"
+            params = (int(since_step),)
+        with self._lock:
+            return [Metric(*row) for row in self._conn().execute(query + " ORDER BY rowid", params)]
+
+    def drop_metrics_after(self, step: int) -> int:
+        """Forget history beyond ``step`` (after a rollback or a resume from an older checkpoint)."""
+        with self._lock, self._write() as db:
+            return db.execute("DELETE FROM metrics WHERE step > ?", (int(step),)).rowcount
+
+    # -- summaries, export, import -------------------------------------------------------
+
+    def stats(self) -> StoreStats:
+        """Counts per class and split, sizes and the last metric row."""
+        names = self.class_names
+        train, val = self.counts("train"), self.counts("val")
+        with self._lock:
+            db = self._conn()
+            first = db.execute("SELECT shape, dtype FROM samples LIMIT 1").fetchone()
+            data_bytes = db.execute("SELECT coalesce(sum(nbytes), 0) FROM samples").fetchone()[0]
+            last = db.execute("SELECT step, time, loss, accuracy, val_loss, val_accuracy, lr "
+                              "FROM metrics ORDER BY rowid DESC LIMIT 1").fetchone()
+        file_bytes = sum(p.stat().st_size for p in (self.path, Path(f"{self.path}-wal")) if p.exists())
+        return StoreStats(
+            path=str(self.path), file_bytes=file_bytes,
+            sample_shape=None if first is None else tuple(json.loads(first[0])),
+            sample_dtype=None if first is None else first[1],
+            class_names=names,
+            per_class={name: (train.get(i, 0), val.get(i, 0)) for i, name in enumerate(names)},
+            unlabelled=train.get(None, 0) + val.get(None, 0),
+            data_bytes=data_bytes, last_metric=None if last is None else Metric(*last),
+            max_per_class=self.max_per_class, max_bytes=self.max_bytes,
+            validation_fraction=self.validation_fraction)
+
+    def export_npz(self, path, *, split: str = "all", unlabelled: bool = False) -> int:
+        """Write samples to an ``.npz`` (``x`` float32, ``y`` int64 with -1 for unlabelled,
+        ``class_names`` str), atomically; returns the number of samples written."""
+        x, y = self.load_arrays(split, unlabelled=unlabelled)
+        if x.shape[0] == 0:
+            raise DataError(f"nothing to export: the {split} split of {self.path} holds no "
+                            f"{'' if unlabelled else 'labelled '}samples")
+        write_npz(path, x, y, self.class_names)
+        return int(x.shape[0])
+
+    def import_npz(self, path, *, source: str | None = None) -> int:
+        """Add the samples of an ``.npz`` written by ``export_npz`` (or any file with ``x``, ``y``,
+        ``class_names``); they must fit the store's sample shape and class names. Returns the
+        number added (the bounds may drop some again)."""
+        x, y, names = read_npz(path)
+        return self.import_arrays(x, y, names, path=path, source=source)
+
+    def import_arrays(self, x, y, names, *, path, source: str | None = None) -> int:
+        """Add samples that ``read_npz`` read from ``path`` (x, y with -1 for unlabelled, class
+        names); ``source`` defaults to "import:<file name>"."""
+        stored_shape = self.sample_shape
+        if stored_shape is not None and tuple(x.shape[1:]) != stored_shape:
+            raise ShapeError(f"{path}: samples have shape {tuple(x.shape[1:])} but the store holds "
+                             f"shape {stored_shape}")
+        with self._lock:
+            self.set_class_names(names)
+            self.add_samples(x, y, source or f"import:{Path(path).name}")
+        return int(x.shape[0])
+
+
+class _Transaction:
+    def __init__(self, store):
+        self.db = store._conn()
+
+    def __enter__(self):
+        self.db.execute("BEGIN IMMEDIATE")
+        return self.db
+
+    def __exit__(self, exc_type, exc, tb):
+        if exc_type is None:
+            try:
+                self.db.execute("COMMIT")
+                return False
+            except sqlite3.Error as error:
+                self.db.execute("ROLLBACK")
+                raise DataError(f"cannot write the sample store: {error}") from error
+        if self.db.in_transaction:  # SQLite may have rolled back already (disk full)
+            self.db.execute("ROLLBACK")
+        if isinstance(exc, sqlite3.Error):
+            # Disk full, read-only file system, locked too long: a DataError the loop can catch.
+            raise DataError(f"cannot write the sample store: {exc}") from exc
+        return False
+
+
+def _oldest_ids(db, label):
+    """(id, nbytes) of a label's samples, oldest first, fetched lazily in chunks."""
+    last = -1
+    while True:
+        rows = db.execute("SELECT id, nbytes FROM samples WHERE label IS ? AND id > ? ORDER BY id LIMIT 256",
+                          (label, last)).fetchall()
+        if not rows:
+            return
+        yield from rows
+        last = rows[-1][0]
+
+
+def _as_sample(x):
+    x = np.asarray(x)
+    if x.dtype.kind not in "fiub" or x.ndim == 0:
+        raise ShapeError(f"a sample must be a numeric array with at least one axis, got dtype "
+                         f"{x.dtype} shape {x.shape}")
+    if x.dtype.kind == "f" and not np.all(np.isfinite(x)):
+        raise DataError("a sample contains NaN or inf values; not stored")
+    return np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("<"))
+
+
+def _decode(shape, dtype, data):
+    return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(json.loads(shape)).astype(np.float32)
+
+
+def _fill_arrays(rows, count, shape):
+    x = np.empty((count, *(shape or ())), dtype=np.float32)
+    y = np.empty(count, dtype=np.int64)
+    filled = 0
+    for label, row_shape, dtype, data in rows:
+        if filled == count:
+            break
+        x[filled] = _decode(row_shape, dtype, data)
+        y[filled] = -1 if label is None else label
+        filled += 1
+    return x[:filled], y[:filled]
+
+
+def write_npz(path, x, y, class_names) -> None:
+    """Write ``x`` (float32 (N, ...)), ``y`` (int64 (N,)) and ``class_names`` to ``path``
+    atomically: a temporary file in the same directory, fsync, rename, fsync the directory."""
+    path = Path(path)
+    directory = path.parent if str(path.parent) else Path(".")
+    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
+    try:
+        with os.fdopen(fd, "wb") as file:
+            np.savez_compressed(file, x=np.asarray(x, dtype=np.float32), y=np.asarray(y, dtype=np.int64),
+                                class_names=np.array([str(n) for n in class_names], dtype=str))
+            file.flush()
+            os.fsync(file.fileno())
+        os.replace(temp, path)
+    except BaseException:
+        try:
+            os.unlink(temp)
+        except FileNotFoundError:
+            pass
+        raise
+    fsync_directory(directory)
+
+
+def read_npz(path):
+    """Read and check an ``.npz`` data set: returns x float32 (N, ...), y int64 (N,) with -1 for
+    unlabelled samples, and class_names (tuple of str). Never unpickles."""
+    data = load_numpy(path, "npz")
+    missing = [key for key in ("x", "y", "class_names") if key not in data]
+    if missing:
+        raise DataError(f"{path}: missing array(s) {', '.join(missing)}; a data file holds "
+                        "x (samples), y (class indices) and class_names")
+    x, y, names = data["x"], data["y"], data["class_names"]
+    if x.dtype.kind not in "fiub" or x.ndim < 2:
+        raise DataError(f"{path}: x must be a numeric array (N, ...), got dtype {x.dtype} shape {x.shape}")
+    if y.dtype.kind not in "iu" or y.shape != (x.shape[0],):
+        raise DataError(f"{path}: y must be integers of shape ({x.shape[0]},), got dtype {y.dtype} shape {y.shape}")
+    if names.dtype.kind != "U" or names.ndim != 1 or names.size == 0:
+        raise DataError(f"{path}: class_names must be a 1-D array of strings")
+    names = tuple(str(n) for n in names)
+    y = y.astype(np.int64)
+    bad = (y < -1) | (y >= len(names))
+    if bad.any():
+        raise DataError(f"{path}: label {int(y[bad][0])} is outside -1..{len(names) - 1} "
+                        f"({len(names)} classes)")
+    x = x.astype(np.float32)
+    if not np.all(np.isfinite(x)):
+        raise DataError(f"{path}: x contains NaN or inf values")
+    return x, y, names
+
+
+def read_dataset(path, class_names, input_shape):
+    """Labelled samples of a store file with the store's own split, for
+    ``pi-backprop train --data samples.db`` (``datasets.open_dataset`` calls this).
+
+    Opens the store read-only (safe while the service runs). Returns x : float32
+    (N, *input_shape), y : int64 (N,), eval_mask : bool (N,), True for the validation split.
+    ``DataError`` if the store was collected for other classes or another input shape.
+    """
+    with SampleStore(path, readonly=True) as store:
+        if store.class_names != tuple(class_names):
+            raise DataError(f"{path} holds samples of the classes {', '.join(store.class_names)}; "
+                            f"the model has {', '.join(class_names)}")
+        if store.sample_shape not in (None, tuple(input_shape)):
+            raise DataError(f"{path} holds samples of shape {store.sample_shape}; "
+                            f"the model takes {tuple(input_shape)}")
+        return store.load_split()

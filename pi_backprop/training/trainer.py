@@ -1,0 +1,415 @@
+"""The trainer: steps, evaluation and checkpoints for one model on one data set.
+
+    with Trainer(definition, dataset, checkpoint_dir="ckpt", hooks=[print]) as trainer:
+        result = trainer.run(total_steps=2000)      # resumes from the newest valid checkpoint
+
+Data order is a pure function of (seed, step): the batch of step ``s`` is slice
+``s mod E`` of a permutation of the training samples drawn from
+``numpy.random.default_rng([seed, s // E])`` (``E`` batches per epoch). Together with the
+parameters and optimizer state in a checkpoint, that makes a resumed run bit-identical to an
+uninterrupted one. ``stop_event`` is checked between steps; stopping writes a checkpoint.
+"""
+
+import dataclasses
+import fcntl
+import logging
+import math
+import os
+import threading
+import time
+from pathlib import Path
+
+import numpy as np
+
+from ..storage import checkpoint as ckpt
+from ..exc import CheckpointError, ConfigError, PiBackpropError
+from ..nn.optim import OPTIMIZERS
+
+RNG_SCHEME = "pcg64-epoch-permutation-v1"
+DEFAULTS = {"optimizer": "adam", "batch_size": 32, "seed": 0, "momentum": 0.0, "weight_decay": 0.0}
+DEFAULT_LR = {"adam": 1e-3, "sgd": 0.01}
+DEFAULT_CHECKPOINT_EVERY = 100
+EVAL_BATCH = 256
+# Settings that decide which numbers a run computes: changing one mid-run breaks "same run".
+RUN_IDENTITY = ("seed", "batch_size", "optimizer")
+# Settings that may change mid-run (the service lowers lr after a divergence): honoured, warned.
+ADJUSTABLE = ("lr", "momentum", "weight_decay")
+
+_log = logging.getLogger(__name__)
+
+
+class DivergenceError(PiBackpropError, ArithmeticError):
+    """The loss (or gradient norm) became NaN/inf or too large; parameters are unusable.
+
+    ``step`` is the step that produced ``value``. Call ``Trainer.restore()`` to go back to the
+    last checkpoint; nothing diverged was written to disk.
+    """
+
+    def __init__(self, message, step, value):
+        super().__init__(message)
+        self.step, self.value = step, value
+
+
+@dataclasses.dataclass(frozen=True)
+class StepReport:
+    """What a hook receives after every step.
+
+    step     : steps done so far (1-based count, after this step)
+    loss     : training loss of this step's batch (float)
+    metrics  : ``{"eval_loss", "eval_accuracy", "train_loss"}`` when evaluated at this step, else None
+    checkpoint : Path written at this step, else None
+    elapsed  : seconds since ``run()`` began; ``steps_this_run`` steps done in that time
+    """
+
+    step: int
+    total_steps: int
+    loss: float
+    metrics: dict | None
+    checkpoint: Path | None
+    elapsed: float
+    steps_this_run: int
+
+
+@dataclasses.dataclass(frozen=True)
+class RunResult:
+    """How ``run()`` ended: at ``step`` of ``total_steps``; ``stopped`` if the stop event ended it."""
+
+    step: int
+    total_steps: int
+    stopped: bool
+    checkpoint: Path | None   # the last checkpoint written (this run), if any
+    metrics: dict
+
+
+class Trainer:
+    """Trains ``definition``'s model on ``dataset``, checkpointing into ``checkpoint_dir``.
+
+    definition     : ``ModelDefinition``
+    dataset        : ``datasets.Dataset`` for that definition (may be replaced between runs
+                     through ``trainer.dataset = ...``; the order then follows the new data),
+                     or None until there are data (the service: resume first, collect, then
+                     train); ``run()`` and ``evaluate()`` need one
+    checkpoint_dir : folder for ``ckpt-*.npz`` or None (no checkpoints, no resume). The
+                     trainer holds an exclusive lock on ``DIR/.lock`` until ``close()``.
+    optimizer, lr, batch_size, seed, momentum, weight_decay : None takes, in order, the
+                     resumed checkpoint's value, the definition's ``[training]`` table, the
+                     defaults. An explicit seed/batch_size/optimizer differing from the
+                     checkpoint's is refused (``ConfigError``); an explicit lr/momentum/
+                     weight_decay differing from it is honoured with a warning.
+    checkpoint_every : steps between checkpoints (default 100); eval_every: steps between
+                     evaluations on the held-out split (default: the same)
+    keep           : checkpoints kept (default 3)
+    max_grad_norm  : raise ``DivergenceError`` when the gradient's L2 norm exceeds it (None: off)
+    hooks          : callables ``hook(StepReport)`` called after every step
+    stop_event     : ``threading.Event``; set it (from a signal handler or another thread)
+                     to end ``run()`` after the current step with a checkpoint
+    The newest intact checkpoint in ``checkpoint_dir`` is always resumed from; for a fresh
+    start use a new directory (older checkpoints are never overwritten by another run).
+    """
+
+    def __init__(self, definition, dataset, checkpoint_dir=None, *, optimizer=None, lr=None,
+                 batch_size=None, seed=None, momentum=None, weight_decay=None, checkpoint_every=None,
+                 eval_every=None, keep=ckpt.DEFAULT_KEEP, max_grad_norm=None, hooks=(), stop_event=None,
+                 dtype=np.float32):
+        self.definition = definition
+        self.dataset = dataset
+        self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
+        self.hooks = list(hooks)
+        self.stop_event = stop_event if stop_event is not None else threading.Event()
+        self.keep = _positive_int(keep, "keep")
+        self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        self.resumed_from = None
+        self.skipped = []            # [(path, reason)] damaged checkpoints passed over on resume
+        self.warnings = []           # one-line notes about settings changed since the checkpoint
+        self.last_checkpoint = None
+        self._lock_fd = None
+        self._perm_cache = (None, None)
+        self.loss = definition.make_loss()
+        self._eval_loss = definition.make_loss()
+        explicit = {"optimizer": optimizer, "lr": lr, "batch_size": batch_size, "seed": seed,
+                    "momentum": momentum, "weight_decay": weight_decay}
+        # A bad explicit value is refused before the checkpoint directory is created or locked.
+        self._resolve(explicit, {}, None)
+        try:
+            self._lock()
+            latest = None
+            if self.checkpoint_dir is not None:
+                removed = ckpt.remove_temp_files(self.checkpoint_dir)
+                for path in removed:
+                    _log.warning("removed %s, left by a checkpoint write that was cut short", path.name)
+                scan = ckpt.find_latest(self.checkpoint_dir, definition, dtype)
+                latest, self.skipped = scan.latest, scan.skipped
+            stored = latest.header.get("training", {}) if latest else {}
+            self.settings = self._resolve(explicit, stored, latest)
+            self.checkpoint_every = _positive_int(_first_given(
+                checkpoint_every, stored.get("checkpoint_every"), DEFAULT_CHECKPOINT_EVERY), "checkpoint_every")
+            self.eval_every = _positive_int(_first_given(eval_every, stored.get("eval_every"), self.checkpoint_every),
+                                            "eval_every")
+            self.model = definition.build(seed=self.settings["seed"], dtype=dtype)
+            self.optimizer = self._make_optimizer()
+            self.step = 0
+            self.metrics = {}
+            if latest is not None:
+                self._load(latest, explicit)
+        except BaseException:
+            self.close()
+            raise
+        self._saved_step = self.step
+
+    # -- settings -----------------------------------------------------------------------------
+
+    def _resolve(self, explicit, stored, latest):
+        defaults = dict(DEFAULTS, **self.definition.training)
+        settings = {}
+        for key in ("optimizer", "batch_size", "seed", "momentum", "weight_decay", "lr"):
+            value = explicit[key]
+            if value is None:
+                value = stored.get(key, defaults.get(key))
+            elif latest is not None and key in stored and value != stored[key]:
+                where = latest.path.name
+                if key in RUN_IDENTITY:
+                    raise ConfigError(f"{key} {value!r} differs from the run in {self.checkpoint_dir} "
+                                      f"({key} {stored[key]!r}, {where}); use the same {key} or another "
+                                      f"--checkpoint-dir")
+                note = f"{key} changed from {stored[key]!r} ({where}) to {value!r}"
+                _log.warning("%s", note)
+                self.warnings.append(note)
+            settings[key] = value
+        if settings["optimizer"] not in OPTIMIZERS:
+            raise ConfigError(f"optimizer {settings['optimizer']!r} is unknown; choose {' or '.join(OPTIMIZERS)}")
+        if settings["lr"] is None:
+            settings["lr"] = DEFAULT_LR[settings["optimizer"]]
+        if not settings["lr"] > 0:   # lr 0 would train for hours and change nothing
+            raise ConfigError(f"lr must be > 0, got {settings['lr']!r}")
+        settings["batch_size"] = _positive_int(settings["batch_size"], "batch_size")
+        seed = settings["seed"]
+        if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+            raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
+        if settings["optimizer"] == "adam" and (settings["momentum"] or settings["weight_decay"]):
+            raise ConfigError("momentum and weight_decay apply to the sgd optimizer, not adam")
+        return settings
+
+    def _make_optimizer(self):
+        s = self.settings
+        if s["optimizer"] == "sgd":
+            return OPTIMIZERS["sgd"](self.model, lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"])
+        return OPTIMIZERS["adam"](self.model, lr=s["lr"])
+
+    def _load(self, info, explicit):
+        ckpt.load_into(info, self.model, self.optimizer)
+        # The checkpoint's hyper-parameters were just loaded; explicit ones win (already warned).
+        for key in ADJUSTABLE:
+            if explicit[key] is not None and key in self.optimizer.hyper_names:
+                setattr(self.optimizer, key, explicit[key])
+        self.step = info.step
+        self.metrics = dict(info.header.get("metrics", {}))
+        self.resumed_from = info
+        rng = info.header.get("rng", {})
+        if rng.get("scheme") != RNG_SCHEME:
+            note = f"{info.path.name} used data order {rng.get('scheme')!r}; continuing with {RNG_SCHEME!r}"
+            _log.warning("%s", note)
+            self.warnings.append(note)
+        data = info.header.get("data", {})
+        if self.dataset is not None and data.get("fingerprint") not in (None, self.dataset.fingerprint):
+            note = (f"the data ({self.dataset.source}) differ from those {info.path.name} was trained on "
+                    f"({data.get('source')}); the run goes on with the new data")
+            _log.warning("%s", note)
+            self.warnings.append(note)
+
+    # -- the directory lock -------------------------------------------------------------------
+
+    def _lock(self):
+        if self.checkpoint_dir is None:
+            return
+        try:
+            self.checkpoint_dir.mkdir(parents=True, exist_ok=True)
+            fd = os.open(self.checkpoint_dir / ".lock", os.O_RDWR | os.O_CREAT, 0o644)
+        except OSError as error:
+            raise CheckpointError(f"cannot use checkpoint directory {self.checkpoint_dir}: "
+                                  f"{error.strerror or error}") from None
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
+            os.close(fd)
+            raise CheckpointError(f"another pi-backprop process (pid {holder}) is training into "
+                                  f"{self.checkpoint_dir}; stop it or use another --checkpoint-dir") from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._lock_fd = fd
+
+    def close(self) -> None:
+        """Release the checkpoint directory. Idempotent; does not write a checkpoint."""
+        fd, self._lock_fd = self._lock_fd, None
+        if fd is not None:
+            os.close(fd)   # closing the descriptor releases the flock
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    # -- data order ---------------------------------------------------------------------------
+
+    def batch_indices(self, step: int) -> np.ndarray:
+        """intp (B,): indices into ``dataset.x`` of the batch trained at step ``step`` (0-based)."""
+        train = self.dataset.train_index
+        n = len(train)
+        size = min(self.settings["batch_size"], n)
+        per_epoch = n // size
+        epoch, position = divmod(step, per_epoch)
+        key = (epoch, n, self.settings["seed"])
+        if self._perm_cache[0] != key:
+            permutation = np.random.default_rng([self.settings["seed"], epoch]).permutation(n)
+            self._perm_cache = (key, permutation)
+        return train[self._perm_cache[1][position * size:(position + 1) * size]]
+
+    def _position(self) -> tuple:
+        n = len(self.dataset.train_index)
+        per_epoch = n // min(self.settings["batch_size"], n)
+        return divmod(self.step, per_epoch)
+
+    # -- running ------------------------------------------------------------------------------
+
+    def run(self, total_steps: int, end_of_run: bool = True) -> RunResult:
+        """Train until ``step == total_steps`` or the stop event is set; checkpoint at the end.
+
+        Evaluates every ``eval_every`` steps and at ``total_steps``; checkpoints every
+        ``checkpoint_every`` steps, at ``total_steps`` and when stopped. With
+        ``end_of_run=False`` (training in bursts, as the service does) only the periodic
+        evaluations and checkpoints happen: call ``save_checkpoint()`` when stopping. Raises
+        ``DivergenceError`` (nothing written) for a NaN/inf loss, ``CheckpointWriteError`` when
+        a checkpoint cannot be written (training state intact; ``run()`` may be called again).
+        """
+        total_steps = int(total_steps)
+        if self.dataset is None:
+            raise ConfigError("the trainer has no data yet: set trainer.dataset first")
+        if total_steps < 0:
+            raise ConfigError(f"total steps must be >= 0, got {total_steps}")
+        x, y = self.dataset.x, self.dataset.y
+        start, started_at = self.step, time.monotonic()
+        written, stopped, losses = None, False, []
+        while self.step < total_steps:
+            if self.stop_event.is_set():
+                stopped = True
+                break
+            batch = self.batch_indices(self.step)
+            value = self.model.train_step(x[batch], y[batch], self.loss, self.optimizer)
+            self.step += 1
+            self._check_divergence(value)
+            losses.append(value)
+            metrics = None
+            last = end_of_run and self.step == total_steps
+            if self.step % self.eval_every == 0 or last:
+                metrics = self.evaluate()
+                metrics["train_loss"] = float(np.mean(losses))
+                losses = []
+                self.metrics = dict(metrics, eval_step=self.step)
+            self.metrics["last_loss"] = value
+            saved = None
+            if self.checkpoint_dir is not None and (self.step % self.checkpoint_every == 0 or last):
+                saved = written = self.save_checkpoint()
+            report = StepReport(self.step, total_steps, value, metrics, saved,
+                                time.monotonic() - started_at, self.step - start)
+            for hook in self.hooks:
+                hook(report)
+        if self.stop_event.is_set() and self.step < total_steps:
+            stopped = True
+        if end_of_run and self.checkpoint_dir is not None and self.step != self._saved_step:
+            written = self.save_checkpoint()
+        return RunResult(self.step, total_steps, stopped, written, dict(self.metrics))
+
+    def _check_divergence(self, value):
+        bad = None
+        if not math.isfinite(value):
+            bad = f"loss is {value}"
+        elif self.max_grad_norm is not None:
+            gradient = self.model.gradient_vector
+            norm = math.sqrt(float(np.dot(gradient, gradient)))
+            if not norm <= self.max_grad_norm:
+                bad = f"gradient norm {norm:.3g} exceeds {self.max_grad_norm:g}"
+                value = norm
+        if bad is not None:
+            last = self.last_checkpoint or (self.resumed_from.path if self.resumed_from else None)
+            kept = f"the last checkpoint ({last.name}) is intact" if last else "no checkpoint was written"
+            raise DivergenceError(f"training diverged at step {self.step}: {bad}; {kept}; "
+                                  f"lower the learning rate (now {self.optimizer.lr:g})", self.step, value)
+
+    def evaluate(self) -> dict:
+        """``{"eval_loss", "eval_accuracy", "eval_samples"}`` on the held-out split (empty: Nones)."""
+        index = self.dataset.eval_index
+        if len(index) == 0:
+            return {"eval_loss": None, "eval_accuracy": None, "eval_samples": 0}
+        total_loss, correct = 0.0, 0
+        for start in range(0, len(index), EVAL_BATCH):
+            batch = index[start:start + EVAL_BATCH]
+            outputs = self.model.predict(self.dataset.x[batch])
+            labels = self.dataset.y[batch]
+            total_loss += self._eval_loss.forward(outputs, labels) * len(batch)
+            correct += int((outputs.argmax(axis=1) == labels).sum())
+        loss = total_loss / len(index)
+        return {"eval_loss": loss if math.isfinite(loss) else None,
+                "eval_accuracy": correct / len(index), "eval_samples": int(len(index))}
+
+    # -- checkpoints --------------------------------------------------------------------------
+
+    def save_checkpoint(self) -> Path:
+        """Write ``ckpt-<step>.npz`` now (durably) and prune to ``keep``; returns its path.
+
+        Refuses (``DivergenceError``) to write parameters that are not all finite.
+        """
+        if self.checkpoint_dir is None:
+            raise CheckpointError("this trainer has no checkpoint directory")
+        if not np.isfinite(self.model.parameter_vector).all():
+            raise DivergenceError(f"parameters at step {self.step} hold NaN or inf; not checkpointed",
+                                  self.step, float("nan"))
+        epoch, position = self._position()
+        training = dict(self.settings, lr=self.optimizer.lr, checkpoint_every=self.checkpoint_every,
+                        eval_every=self.eval_every, keep=self.keep)
+        for key in ("momentum", "weight_decay"):
+            if key in self.optimizer.hyper_names:
+                training[key] = getattr(self.optimizer, key)
+        generator = np.random.default_rng([self.settings["seed"], epoch]).bit_generator
+        rng = {"scheme": RNG_SCHEME, "seed": self.settings["seed"], "epoch": epoch,
+               "bit_generator": generator.state}
+        data = dict(self.dataset.describe(), epoch=epoch, batch_in_epoch=position)
+        metrics = {k: (v if not isinstance(v, float) or math.isfinite(v) else None)
+                   for k, v in self.metrics.items()}
+        path = ckpt.save_checkpoint(self.checkpoint_dir, self.model, self.optimizer, self.step,
+                                    training=training, rng=rng, data=data, metrics=metrics, keep=self.keep)
+        self.last_checkpoint, self._saved_step = path, self.step
+        return path
+
+    def restore(self):
+        """Go back to the newest intact checkpoint (or the initial weights if there is none).
+
+        For recovery after ``DivergenceError``. The learning rate in use is kept if it was
+        lowered since; returns the ``CheckpointInfo`` restored from, or None.
+        """
+        lr = self.optimizer.lr
+        fresh = self.definition.build(seed=self.settings["seed"], dtype=self.model.dtype)
+        self.model.parameter_vector[...] = fresh.parameter_vector
+        for buffer in self.optimizer.buffers.values():
+            buffer[...] = 0
+        self.optimizer.step_count, self.step = 0, 0
+        info = None
+        if self.checkpoint_dir is not None:
+            info = ckpt.find_latest(self.checkpoint_dir, self.definition, self.model.dtype).latest
+            if info is not None:
+                ckpt.load_into(info, self.model, self.optimizer)
+                self.step = info.step
+                self.metrics = dict(info.header.get("metrics", {}))
+        self.optimizer.lr = min(lr, self.optimizer.lr)
+        self._saved_step = self.step
+        return info
+
+
+def _first_given(*values):
+    return next(value for value in values if value is not None)
+
+
+def _positive_int(value, what):
+    if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
+        raise ConfigError(f"{what} must be a positive integer, got {value!r}")
+    return int(value)

@@ -1,0 +1,244 @@
+"""The trainer in-process: data order, bit-exact resume, settings across runs, divergence,
+hooks, the directory lock, and the `train` command's output."""
+
+import logging
+import re
+
+import numpy as np
+import pytest
+
+import pi_backprop as pb
+from pi_backprop.storage import checkpoint as ckpt
+from pi_backprop.cli import main
+from pi_backprop.cli.train import Progress
+from pi_backprop.training.datasets import open_dataset
+from pi_backprop.exc import CheckpointError, ConfigError
+from pi_backprop.training.trainer import DivergenceError, StepReport, Trainer
+
+SENSOR = pb.load_definition("sensor_mlp")
+DATA = open_dataset("sim:sensor?n=200", SENSOR)
+TOTAL = 37
+
+
+# The numpy backend: no JIT compile time; what is tested here is the same on both.
+pytestmark = pytest.mark.usefixtures("numpy_backend")
+
+
+def trainer(directory, **options):
+    options = {"batch_size": 16, "checkpoint_every": 5, "eval_every": 10, **options}
+    return Trainer(SENSOR, DATA, directory, **options)
+
+
+def state(t):
+    """Everything that must be bit-identical between runs."""
+    return (t.step, t.optimizer.step_count, t.model.parameter_vector.tobytes(),
+            tuple(b.tobytes() for b in t.optimizer.buffers.values()), t.optimizer.hyper())
+
+
+def stop_at(step):
+    def hook(report):
+        if report.step == step:
+            hook.trainer.stop_event.set()
+    return hook
+
+
+def test_data_order_is_a_function_of_seed_and_step(tmp_path):
+    with trainer(None, seed=3) as a, trainer(None, seed=3) as b, trainer(None, seed=4) as c:
+        per_epoch = len(DATA.train_index) // 16
+        for step in (0, 1, per_epoch - 1, per_epoch, 5 * per_epoch + 2):
+            assert (a.batch_indices(step) == b.batch_indices(step)).all()
+        assert (a.batch_indices(0) != c.batch_indices(0)).any()
+        epoch = np.concatenate([a.batch_indices(s) for s in range(per_epoch)])
+        assert len(set(epoch.tolist())) == per_epoch * 16          # no repeats within an epoch
+        assert set(epoch.tolist()) <= set(DATA.train_index.tolist())  # never a held-out sample
+
+
+@pytest.mark.parametrize("options", [{"optimizer": "adam"}, {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}],
+                         ids=["adam", "sgd-momentum"])
+def test_stopped_and_resumed_runs_are_bit_identical(tmp_path, options):
+    with trainer(tmp_path / "straight", **options) as straight:
+        straight.run(TOTAL)
+        expected = state(straight)
+    directory = tmp_path / "interrupted"
+    for stop in (1, 7, 10, 23, 36):
+        hook = stop_at(stop)
+        with trainer(directory, hooks=[hook], **options) as t:
+            hook.trainer = t
+            result = t.run(TOTAL)
+        assert result.stopped and result.step == stop
+        assert result.checkpoint == directory / ckpt.checkpoint_name(stop)
+    with trainer(directory, **options) as t:
+        assert t.resumed_from.step == 36
+        result = t.run(TOTAL)
+        assert not result.stopped and state(t) == expected
+
+
+def test_resume_after_losing_the_newest_checkpoints(tmp_path):
+    """A power cut can leave the newest checkpoint damaged: resuming from an older one still ends
+    bit-identical (the lost steps are simply redone)."""
+    with trainer(tmp_path / "straight") as straight:
+        straight.run(TOTAL)
+        expected = state(straight)
+    directory = tmp_path / "cut"
+    with trainer(directory, keep=5) as t:
+        t.run(22)
+    (directory / "ckpt-00000022.npz").write_bytes(b"PK\x03\x04")
+    (directory / ".ckpt-00000025.x1.tmp").write_bytes(b"half a write")
+    with trainer(directory) as t:
+        assert t.step == 20 and [p.name for p, _ in t.skipped] == ["ckpt-00000022.npz"]
+        assert not list(directory.glob(".ckpt-*.tmp"))
+        t.run(TOTAL)
+        assert state(t) == expected
+
+
+def test_hooks_get_every_step_and_metrics_at_evaluations(tmp_path):
+    reports = []
+    with trainer(tmp_path, hooks=[reports.append]) as t:
+        t.run(20)
+    assert [r.step for r in reports] == list(range(1, 21))
+    assert [r.step for r in reports if r.metrics] == [10, 20]
+    assert [r.checkpoint.name for r in reports if r.checkpoint] == [
+        "ckpt-00000005.npz", "ckpt-00000010.npz", "ckpt-00000015.npz", "ckpt-00000020.npz"]
+    metrics = reports[-1].metrics
+    assert 0 <= metrics["eval_accuracy"] <= 1 and metrics["eval_samples"] == len(DATA.eval_index)
+    assert np.isfinite(metrics["eval_loss"]) and np.isfinite(metrics["train_loss"])
+    assert ckpt.verify_checkpoint(reports[-1].checkpoint).header["metrics"]["eval_step"] == 20
+
+
+def test_settings_come_from_the_checkpoint_and_identity_changes_are_refused(tmp_path, caplog):
+    with trainer(tmp_path, seed=5, lr=0.01) as t:
+        t.run(5)
+    with trainer(tmp_path) as t:         # nothing given: the run's own settings
+        assert t.settings["seed"] == 5 and t.optimizer.lr == 0.01 and t.settings["batch_size"] == 16
+    for option, value, message in [("seed", 6, "seed 6 differs from the run in .* \\(seed 5, ckpt-00000005.npz\\)"),
+                                   ("batch_size", 8, "batch_size 8 differs"),
+                                   ("optimizer", "sgd", "optimizer 'sgd' differs")]:
+        with pytest.raises(ConfigError, match=message):
+            trainer(tmp_path, **{option: value})
+    with caplog.at_level(logging.WARNING, logger="pi_backprop"), trainer(tmp_path, lr=0.002) as t:
+        assert t.optimizer.lr == 0.002
+        assert t.warnings == ["lr changed from 0.01 (ckpt-00000005.npz) to 0.002"]
+    assert "lr changed from 0.01" in caplog.text
+
+
+def test_other_model_in_directory_is_refused(tmp_path):
+    with trainer(tmp_path) as t:
+        t.run(5)
+    other = pb.ModelDefinition.from_dict(dict(SENSOR.to_dict(), layers=[{"type": "dense", "out_features": 4}]))
+    with pytest.raises(ckpt.CheckpointRefused, match="different 'sensor_mlp' model"):
+        Trainer(other, DATA, tmp_path)
+
+
+def test_second_trainer_on_a_directory_is_refused(tmp_path):
+    with trainer(tmp_path):
+        with pytest.raises(CheckpointError, match=r"another pi-backprop process \(pid \d+\) is training into"):
+            trainer(tmp_path)
+    with trainer(tmp_path):   # released on close
+        pass
+
+
+@pytest.mark.filterwarnings("ignore::RuntimeWarning")
+def test_divergence_raises_writes_nothing_bad_and_restores(tmp_path):
+    with trainer(tmp_path, optimizer="sgd", lr=0.05) as t:
+        t.run(10)
+        good = t.model.parameter_vector.copy()
+        t.optimizer.lr = 1e6
+        with pytest.raises(DivergenceError, match=r"training diverged at step 1\d: loss is (nan|inf).*"
+                                                  r"ckpt-00000010.npz\) is intact") as caught:
+            t.run(40)
+        assert caught.value.step > 10
+        assert [p.name for p in ckpt.checkpoint_files(tmp_path)][0] == "ckpt-00000010.npz"
+        t.optimizer.lr = 0.01
+        info = t.restore()
+        assert info.step == 10 and t.step == 10 and t.optimizer.lr == 0.01
+        assert t.model.parameter_vector.tobytes() == good.tobytes()
+        t.run(20)
+        assert np.isfinite(t.model.parameter_vector).all()
+
+
+def test_gradient_norm_guard(tmp_path):
+    with trainer(None, max_grad_norm=1e-9) as t:
+        with pytest.raises(DivergenceError, match="gradient norm .* exceeds 1e-09"):
+            t.run(3)
+
+
+# -- the command ------------------------------------------------------------------------------
+
+
+LINE = re.compile(r"^step (\d+)/60  loss \d+\.\d{4}  acc \d+\.\d%  (\d+\.\d|-) steps/s  ETA \S+$")
+
+
+def test_train_command_plain_lines_and_resume(tmp_path, capsys):
+    argv = ["train", "--model", "sensor_mlp", "--data", "sim:sensor?n=200", "--steps", "60",
+            "--checkpoint-dir", str(tmp_path), "--checkpoint-every", "20", "--batch-size", "16"]
+    assert main(argv) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("training sensor_mlp (4,324 parameters) on sim:sensor?n=200 (")
+    progress = [LINE.match(line) for line in lines[1:-1]]
+    assert all(progress) and [int(m.group(1)) for m in progress] == [20, 40, 60]
+    assert lines[-1].startswith("done: step 60 of 60") and lines[-1].endswith("ckpt-00000060.npz")
+    assert main(argv) == 0
+    assert capsys.readouterr().out.splitlines()[-1] == f"already at step 60 of 60 in {tmp_path}: nothing to do"
+
+
+def test_train_command_user_errors_are_one_line_exit_2(tmp_path, capsys):
+    base = ["train", "--model", "sensor_mlp", "--steps", "5", "--checkpoint-dir", str(tmp_path)]
+    for extra, message in [(["--data", "nope.npz"], "does not exist"),
+                           (["--data", "sim:sensor", "--batch-size", "0"], "batch_size must be a positive integer"),
+                           (["--data", "sim:sensor", "--steps", "-1"], "--steps must be >= 0")]:
+        assert main(base + extra) == 2
+        err = capsys.readouterr().err
+        assert err.count("\n") == 1 and message in err
+
+
+def test_progress_bar_on_a_terminal():
+    import io
+    stream = io.StringIO()
+    progress = Progress(total_steps=10, first_step=0, stream=stream, is_tty=True, out=io.StringIO())
+    for step in range(1, 11):
+        progress(StepReport(step, 10, 0.5, {"eval_accuracy": 0.75} if step == 10 else None, None, 0.1 * step, step))
+    progress.finish()
+    text = stream.getvalue()
+    assert text.startswith("\rstep 1/10 [##......................] loss 0.5000 acc - ")
+    assert "\rstep 10/10 [########################] loss 0.5000 acc 75.0%" in text
+    assert text.endswith("\n")
+
+
+def test_bursts_without_end_of_run_match_one_run_and_checkpoint_only_periodically(tmp_path):
+    with trainer(tmp_path / "straight") as straight:
+        straight.run(TOTAL)
+        expected = state(straight)
+    directory = tmp_path / "bursts"
+    written = []
+    with trainer(directory, hooks=[lambda r: r.checkpoint and written.append(r.step)], keep=10) as t:
+        while t.step < TOTAL:
+            result = t.run(min(t.step + 7, TOTAL), end_of_run=False)
+            assert not result.stopped
+        assert state(t) == expected
+    assert written == [5, 10, 15, 20, 25, 30, 35]
+
+
+@pytest.mark.parametrize("stop", [3, 7])
+def test_camera_model_resumes_bit_identically_on_each_backend(tmp_path, backend, stop):
+    camera = pb.load_definition("camera_cnn")
+    data = open_dataset("sim:camera?n=40", camera)
+
+    def make(directory, **options):
+        return Trainer(camera, data, directory, batch_size=4, checkpoint_every=4, **options)
+
+    with make(tmp_path / "straight") as straight:
+        straight.run(10)
+        expected = state(straight)
+    hook = stop_at(stop)
+    with make(tmp_path / "stopped", hooks=[hook]) as t:
+        hook.trainer = t
+        assert t.run(10).step == stop
+    with make(tmp_path / "stopped") as t:
+        t.run(10)
+        assert state(t) == expected
+
+
+def test_a_zero_learning_rate_is_refused_before_the_directory_is_touched(tmp_path):
+    with pytest.raises(ConfigError, match="lr must be > 0"):
+        trainer(tmp_path / "run", lr=0.0)
+    assert not (tmp_path / "run").exists()
