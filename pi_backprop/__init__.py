@@ -13,8 +13,21 @@ __version__ = "0.1.0"
 from .exc import PiBackpropError  # noqa: E402
 from .modeldef import ModelDefinition, available_models, load_definition, load_model  # noqa: E402
 from .nn import (  # noqa: E402
-    SGD, Adam, Conv2D, Dense, Flatten, MaxPool2D, MSELoss, ReLU, Sequential, Sigmoid,
-    SoftmaxCrossEntropy, Tanh, get_backend, gradcheck, set_backend,
+    SGD,
+    Adam,
+    Conv2D,
+    Dense,
+    Flatten,
+    MaxPool2D,
+    MSELoss,
+    ReLU,
+    Sequential,
+    Sigmoid,
+    SoftmaxCrossEntropy,
+    Tanh,
+    get_backend,
+    gradcheck,
+    set_backend,
 )
 
 __all__ = [

@@ -97,7 +97,8 @@ class ModelDefinition:
             kind = TRAINING_KEYS.get(key)
             if kind is None:
                 fail(f"training.{key} is unknown; known keys: {', '.join(TRAINING_KEYS)}")
-            if not isinstance(value, kind) and not (kind is float and isinstance(value, int)) or isinstance(value, bool):
+            widened = kind is float and isinstance(value, int)  # 1 for 1.0
+            if not isinstance(value, kind) and not widened or isinstance(value, bool):
                 fail(f"training.{key} must be a {kind.__name__}, got {value!r}")
             if key == "optimizer" and value not in OPTIMIZERS:
                 fail(f"training.optimizer {value!r} is unknown; choose {' or '.join(OPTIMIZERS)}")
@@ -195,7 +196,8 @@ def find_model_file(path_or_name) -> Path:
         if path.is_file():
             return path
     names = ", ".join(available_models()) or "none found"
-    raise ModelDefinitionError(f"no model named {str(path_or_name)!r}; available: {names} (or give a path to a .toml file)")
+    raise ModelDefinitionError(f"no model named {str(path_or_name)!r}; available: {names} "
+                               "(or give a path to a .toml file)")
 
 
 def load_definition(path_or_name) -> ModelDefinition:

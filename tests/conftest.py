@@ -1,4 +1,3 @@
-import os
 
 import numpy as np
 import pytest
@@ -25,19 +24,19 @@ BACKEND_PARAMS = [
 @pytest.fixture(params=BACKEND_PARAMS)
 def backend(request):
     """Run the test once per kernel backend; restore the previous one afterwards."""
-    previous = backend_module._current
+    previous = backend_module.current
     pb.set_backend(request.param)
     yield request.param
-    backend_module._current = previous
+    backend_module.current = previous
 
 
 @pytest.fixture
 def numpy_backend():
     """The numpy backend for one test; the previous choice is restored afterwards."""
-    previous = backend_module._current
+    previous = backend_module.current
     pb.set_backend("numpy")
     yield
-    backend_module._current = previous
+    backend_module.current = previous
 
 
 @pytest.fixture

@@ -96,6 +96,7 @@ def ours_predict(backend, name):
 def torch_model(definition):
     """The same architecture in PyTorch (weights: PyTorch's default initialisation)."""
     import torch
+
     from ..nn import layers as L
     modules = []
     for layer in definition.build(seed=0).layers:
@@ -114,6 +115,7 @@ def torch_model(definition):
 
 def torch_step(name, batch):
     import torch
+
     from ..modeldef import load_definition
     definition = load_definition(name)
     model = torch_model(definition)
@@ -140,6 +142,7 @@ def torch_step(name, batch):
 
 def torch_predict(name):
     import torch
+
     from ..modeldef import load_definition
     definition = load_definition(name)
     model = torch_model(definition).eval()
@@ -371,7 +374,8 @@ def markdown(results) -> str:
         for row in data["predict"]:
             t = torch_predict_times.get(row["workload"])
             ratio = f"{t / row['seconds_per_sample']:.1f}×" if t else ""
-            lines.append(f"| {row['workload']} | {row['candidate']} | {row['seconds_per_sample'] * 1e6:.1f} | {ratio} |")
+            micros = row["seconds_per_sample"] * 1e6
+            lines.append(f"| {row['workload']} | {row['candidate']} | {micros:.1f} | {ratio} |")
         lines.append("")
     if "startup" in results:
         lines += ["### Start to first finished training step (fresh process, W1 batch 16)", "",

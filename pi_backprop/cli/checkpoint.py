@@ -7,8 +7,8 @@ Read-only: nothing is removed or repaired.
 
 from pathlib import Path
 
-from ..storage import checkpoint as ckpt
 from ..exc import CheckpointError, ConfigError
+from ..storage import checkpoint as ckpt
 
 
 def add_arguments(parser):

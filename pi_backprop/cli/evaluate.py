@@ -8,11 +8,11 @@ import argparse
 from pathlib import Path
 
 from .. import paths
-from ..training.datasets import open_dataset
 from ..exc import DataError
+from ..storage.store import DEFAULT_FILENAME
+from ..training.datasets import open_dataset
 from ..training.inference import load_newest
 from ..training.metrics import confusion_matrix, format_report
-from ..storage.store import DEFAULT_FILENAME
 
 SPLITS = {"val": "validation split", "train": "training split", "all": "all samples"}
 

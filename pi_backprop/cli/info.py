@@ -35,7 +35,8 @@ def lines(simulate=False) -> list:
         ("numpy", np.__version__),
         ("numba", _numba_line()),
         ("backend", get_backend()),
-        ("camera", camera_status() if model else 'none (not a Raspberry Pi: use --simulate, or source.kind = "simulated-camera")'),
+        ("camera", camera_status() if model else
+         'none (not a Raspberry Pi: use --simulate, or source.kind = "simulated-camera")'),
         ("pins", pin_status(True if simulate else None)),
         ("state dir", str(state_dir())),
     ]

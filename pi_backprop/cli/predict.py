@@ -13,10 +13,10 @@ from pathlib import Path
 import numpy as np
 
 from ..exc import ConfigError, DataError
-from .images import read_image
-from ..training.inference import load_newest
 from ..storage.npfiles import load_numpy
+from ..training.inference import load_newest
 from .evaluate import add_location_arguments
+from .images import read_image
 
 EXAMPLES = """\
 examples:

@@ -16,11 +16,11 @@ from pathlib import Path
 
 import numpy as np
 
-from . import plots
 from ..exc import CheckpointError, ConfigError, DataError
+from ..storage.store import DEFAULT_FILENAME, SampleStore
 from ..training.inference import load_newest
 from ..training.metrics import accuracy, confusion_matrix
-from ..storage.store import DEFAULT_FILENAME, SampleStore
+from . import plots
 from .evaluate import state_dir_of
 
 FILES = {"curves": "learning_curves.png", "confusion": "confusion_matrix.png", "samples": "samples.png"}

@@ -3,8 +3,8 @@
 import logging
 import math
 
-from ..service.config import load_config
 from ..logs import setup_logging
+from ..service.config import load_config
 
 _log = logging.getLogger("pi_backprop.run")
 

@@ -12,8 +12,8 @@ import sys
 import threading
 import time
 
-from ..training.datasets import open_dataset
 from ..modeldef import load_definition
+from ..training.datasets import open_dataset
 from ..training.trainer import Trainer
 
 BAR_WIDTH = 24

@@ -12,7 +12,8 @@ import math
 import threading
 
 from ..exc import ConfigError
-from .pins import open_device, pin_factory as default_pin_factory
+from .pins import open_device
+from .pins import pin_factory as default_pin_factory
 
 _log = logging.getLogger(__name__)
 

@@ -82,15 +82,19 @@ def pin_factory(simulate=None, *, model_path=DEVICE_TREE_MODEL):
         _log.info("no Raspberry Pi GPIO here: pins are simulated (gpiozero mock pins)")
     else:
         try:
-            # gpiozero's own choice, honouring $GPIOZERO_PIN_FACTORY; private in 1.6 and 2.0
-            # alike, and the only way to get the factory without building a device first.
-            factory = gpiozero.Device._default_pin_factory()
+            factory = _default_factory(gpiozero)
         except Exception as error:
             raise HardwareError(f"cannot open the GPIO pins ({error}); on Raspberry Pi OS: "
                                 f"sudo apt install python3-lgpio, and add the user to the gpio group") from None
     gpiozero.Device.pin_factory = factory
     _chosen = factory
     return factory
+
+
+def _default_factory(gpiozero):
+    """gpiozero's own choice of pin factory, honouring $GPIOZERO_PIN_FACTORY: private in 1.6
+    and 2.0 alike, and the only way to get the factory without building a device first."""
+    return gpiozero.Device._default_pin_factory()  # noqa: SLF001 (see the docstring)
 
 
 def reset_pin_factory() -> None:
@@ -167,7 +171,7 @@ def pin_status(simulate=None, *, model_path=DEVICE_TREE_MODEL) -> str:
     if _chosen is not None:
         return describe_factory(_chosen)
     try:
-        factory = gpiozero.Device._default_pin_factory()
+        factory = _default_factory(gpiozero)
     except Exception as error:
         return f"none usable ({error})"
     try:

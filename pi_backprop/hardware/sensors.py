@@ -11,7 +11,8 @@ import numpy as np
 
 from ..exc import ConfigError, HardwareError
 from .pacing import Pacer
-from .pins import import_gpiozero, open_device, pin_factory as default_pin_factory
+from .pins import import_gpiozero, open_device
+from .pins import pin_factory as default_pin_factory
 
 _log = logging.getLogger(__name__)
 

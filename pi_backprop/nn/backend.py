@@ -16,7 +16,7 @@ _MODULES = {"numba": ".engine.layer_kernels", "numpy": ".kernels_numpy"}
 ENV_VAR = "PI_BACKPROP_BACKEND"
 
 _log = logging.getLogger(__name__)
-_current = None
+current = None  # the backend in use once chosen (read it; set_backend() changes it)
 _modules = {}
 
 
@@ -34,25 +34,25 @@ def set_backend(name: str) -> None:
 
     Raises ``BackendError`` for an unknown name, or for "numba" where it is not installed.
     """
-    global _current
+    global current
     _load(_checked_name(name, "set_backend"))
-    _current = name
+    current = name
 
 
 def get_backend() -> str:
     """The backend in use; on first call ``$PI_BACKPROP_BACKEND``, else numba if it imports."""
-    global _current
-    if _current is None:
+    global current
+    if current is None:
         requested = os.environ.get(ENV_VAR)
         if requested:
             _load(_checked_name(requested, ENV_VAR))
-            _current = requested
+            current = requested
         elif numba_available():
-            _current = "numba"
+            current = "numba"
         else:
             _log.warning("numba is not installed: using the numpy backend (same results, slower)")
-            _current = "numpy"
-    return _current
+            current = "numpy"
+    return current
 
 
 def kernels(name: str | None = None):

@@ -12,7 +12,6 @@ output) coming back from the layer above.
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
-
 # -- dense --------------------------------------------------------------------------------
 
 def dense_forward(x, W, b):

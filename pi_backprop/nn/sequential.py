@@ -37,7 +37,7 @@ class Sequential:
         self.seed = seed
         self.definition = None  # set by ModelDefinition.build()
         self._forward_shape = None  # output shape of the last forward(): what backward() takes
-        self._fused_program = None  # fused.Program, built on the numba backend's first step
+        self._fused_program = None  # engine.program.Program, built on the numba backend's first step
         if input_shape is None and self.layers and isinstance(self.layers[0], Dense):
             input_shape = (self.layers[0].in_features,)
         self.input_shape = None
@@ -93,7 +93,7 @@ class Sequential:
             shapes.append(shape)
         self.input_shape, self.output_shapes = input_shape, shapes
 
-    def _check_input(self, x):
+    def check_input(self, x):
         """Return ``x`` as a C-contiguous array of the model dtype, or raise before any work."""
         if not isinstance(x, np.ndarray):
             x = np.asarray(x)
@@ -116,7 +116,7 @@ class Sequential:
 
     def forward(self, x):
         """Outputs (N, out) for inputs (N, *input_shape), keeping what ``backward`` needs."""
-        x = self._check_input(x)
+        x = self.check_input(x)
         for layer in self.layers:
             x = layer.forward(x)
         self._forward_shape = x.shape
@@ -146,7 +146,7 @@ class Sequential:
             outputs = program.predict(self, x)
             if outputs is not None:
                 return outputs
-        x = self._check_input(x)
+        x = self.check_input(x)
         for layer in self.layers:
             x = layer.predict(x)
         return x
@@ -173,15 +173,16 @@ class Sequential:
     def _fused_program_or_none(self):
         """The compiled-program path of the numba backend, when it applies to this model."""
         # the attribute first, get_backend() only until a backend is chosen: ~0.1 µs a step
-        if (_backend._current or get_backend()) != "numba" or self.input_shape is None:
+        if (_backend.current or get_backend()) != "numba" or self.input_shape is None:
             return None
         program = self._fused_program
         if program is not None and program.matches(self):
             return program
         global _program_for
-        if _program_for is None:  # imported once, not per step (~0.5 µs of a 7 µs step)
+        if _program_for is None:  # imported once, not per step: an import costs a share of a small step
             from .engine.program import program_for as _program_for
-        return _program_for(self)
+        self._fused_program = _program_for(self)
+        return self._fused_program
 
     # -- description ------------------------------------------------------------------------
 
@@ -196,6 +197,7 @@ class Sequential:
         widths = [max(len(row[i]) for row in rows) for i in range(4)]
         lines = [head]
         for row in rows:
-            lines.append(f"  {row[0]:>{widths[0]}}  {row[1]:<{widths[1]}}  {row[2]:<{widths[2]}}  {row[3]:>{widths[3]}}")
+            index, layer, shape, count = row
+            lines.append(f"  {index:>{widths[0]}}  {layer:<{widths[1]}}  {shape:<{widths[2]}}  {count:>{widths[3]}}")
         lines.append(f"  total parameters: {self.num_parameters:,}")
         return "\n".join(lines)

@@ -207,7 +207,7 @@ def open_source(config, definition, stack, *, simulate, stop_event=None):
         from ..hardware.pins import pi_model
         if pi_model() is None and os.environ.get("GPIOZERO_PIN_FACTORY", "").lower() != "mock":
             # gpiozero would quietly read its mock pins here: numbers that mean nothing.
-            raise HardwareError(f"source.kind \"sensor\" reads an ADC on a Raspberry Pi's SPI pins; this is not "
+            raise HardwareError("source.kind \"sensor\" reads an ADC on a Raspberry Pi's SPI pins; this is not "
                                 'a Raspberry Pi: use --simulate, or source.kind = "simulated-sensor"')
         devices = [open_adc_channel(config.source.sensor_device.lower(), channel,
                                     device=config.source.sensor_spi_device) for channel in channels]

@@ -251,8 +251,8 @@ def _check_together(values, where):
     wanted = {"none": (0, 0), "single": (1, 1), "separate": (2, 3), "rgb": (3, 3)}[lights["kind"]]
     if not wanted[0] <= len(lights["pins"]) <= wanted[1]:
         count = str(wanted[0]) if wanted[0] == wanted[1] else f"{wanted[0]} to {wanted[1]}"
-        raise ConfigError(f"{where}lights.pins: expected {count} pin{'s' * (count != '1')} for kind = \"{lights['kind']}\", "
-                          f"got {list(lights['pins'])}")
+        raise ConfigError(f"{where}lights.pins: expected {count} pin{'s' * (count != '1')} "
+                          f"for kind = \"{lights['kind']}\", got {list(lights['pins'])}")
     used = {}
     for dotted in ("labels.pins", "lights.pins", "lights.class_pins"):
         section, key = dotted.split(".")

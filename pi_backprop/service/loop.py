@@ -22,17 +22,17 @@ from pathlib import Path
 import numpy as np
 
 from .. import paths
-from .capture import Capture, SimulatedOperator, check_pins_for_classes, open_source
-from ..storage.checkpoint import CheckpointWriteError
-from .config import NO_PIN, diff_live, load_config
-from ..training.datasets import Dataset
-from ..training.inference import confidences
 from ..exc import ConfigError, DataError
 from ..logs import setup_logging
 from ..modeldef import load_definition
+from ..storage.checkpoint import CheckpointWriteError
+from ..training.datasets import Dataset
+from ..training.inference import confidences
+from ..training.trainer import DivergenceError, Trainer
+from .capture import Capture, SimulatedOperator, check_pins_for_classes, open_source
+from .config import NO_PIN, diff_live, load_config
 from .predictions import PredictionReporter
 from .sdnotify import Notifier
-from ..training.trainer import DivergenceError, Trainer
 
 _log = logging.getLogger(__package__)  # "pi_backprop.service", the name the journal has always shown
 
@@ -205,7 +205,7 @@ class Service:
                           max_grad_norm=training.max_grad_norm, stop_event=self.stop_event,
                           hooks=[self._after_step])
         # batch_size may change from one start to the next (the store grows): not a new run.
-        trainer.settings["batch_size"] = training.batch_size
+        trainer.reconfigure(batch_size=training.batch_size)
         for path, reason in trainer.skipped:
             _log.warning("skipped damaged checkpoint %s: %s", path.name, reason)
         if trainer.resumed_from is not None:
@@ -340,7 +340,7 @@ class Service:
         self.rollbacks += 1
         trainer = self.trainer
         info = trainer.restore()
-        trainer.optimizer.lr *= self.config.training.lr_backoff
+        trainer.scale_lr(self.config.training.lr_backoff)
         with contextlib.suppress(DataError):
             self.store.drop_metrics_after(trainer.step)
         self._part_failed()
@@ -357,10 +357,10 @@ class Service:
         """Every ``checkpoint_every_steps`` steps or ``checkpoint_every_seconds``, whichever
         comes first, but not within ``min_checkpoint_seconds`` of the last one."""
         trainer, training = self.trainer, self.config.training
-        if trainer.dataset is None or trainer.step == trainer._saved_step:
+        if trainer.dataset is None or not trainer.unsaved_steps:
             return
         elapsed = time.monotonic() - self._last_checkpoint_time
-        steps = trainer.step - trainer._saved_step
+        steps = trainer.unsaved_steps
         if elapsed >= training.checkpoint_every_seconds or (
                 steps >= training.checkpoint_every_steps and elapsed >= training.min_checkpoint_seconds):
             self._save_checkpoint()
@@ -459,7 +459,7 @@ class Service:
     def _stop(self):
         self.stop_event.set()
         self.notifier.stopping("stopping: writing a checkpoint")
-        if self.trainer.dataset is not None and self.trainer.step != self.trainer._saved_step:
+        if self.trainer.dataset is not None and self.trainer.unsaved_steps:
             self._save_checkpoint()
         self._shown = "idle"
         self.lights.set_state("idle")
@@ -511,19 +511,15 @@ class Service:
             self.operator.enabled = new.labels.simulated
         if self.buttons is not None:
             self.buttons.mode = new.labels.mode
-        optimizer = self.trainer.optimizer
-        if training.lr != old.training.lr:
-            # Unchanged, the lr a rollback lowered stays; a new one also lets stopped training retry.
-            optimizer.lr = training.lr
+        # Unchanged, the lr a rollback lowered stays; a new one also lets stopped training retry.
+        new_lr = training.lr if training.lr != old.training.lr else None
+        self.trainer.reconfigure(lr=new_lr, momentum=training.momentum, weight_decay=training.weight_decay,
+                                 batch_size=training.batch_size, keep=training.keep,
+                                 max_grad_norm=training.max_grad_norm)
+        if new_lr is not None:
             if self.training_stopped:
                 _log.info("SIGHUP: new learning rate %g: training resumes", training.lr)
             self.training_stopped, self.rollbacks = False, 0
-        for key in ("momentum", "weight_decay"):
-            if key in optimizer.hyper_names:
-                setattr(optimizer, key, getattr(training, key))
-        self.trainer.settings["batch_size"] = training.batch_size
-        self.trainer.keep = training.keep
-        self.trainer.max_grad_norm = training.max_grad_norm
         try:
             self.store.set_limits(max_per_class=new.store.max_per_class, max_bytes=new.store.max_bytes)
         except DataError as error:

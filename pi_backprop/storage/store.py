@@ -38,8 +38,8 @@ from pathlib import Path
 import numpy as np
 
 from .. import paths
-from .checkpoint import fsync_directory
 from ..exc import DataError, ShapeError
+from .checkpoint import fsync_directory
 from .npfiles import load_numpy
 
 SCHEMA_VERSION = 1
@@ -271,7 +271,7 @@ class SampleStore:
         """A context for one write transaction (BEGIN IMMEDIATE .. COMMIT, or ROLLBACK)."""
         if self.readonly:
             raise DataError(f"sample store {self.path} is open read-only")
-        return _Transaction(self)
+        return _Transaction(self._conn())
 
     # -- class names ---------------------------------------------------------------------
 
@@ -629,8 +629,10 @@ class SampleStore:
 
 
 class _Transaction:
-    def __init__(self, store):
-        self.db = store._conn()
+    """``with``: BEGIN IMMEDIATE on the connection ``db``, COMMIT or ROLLBACK on the way out."""
+
+    def __init__(self, db):
+        self.db = db
 
     def __enter__(self):
         self.db.execute("BEGIN IMMEDIATE")

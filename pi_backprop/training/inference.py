@@ -9,11 +9,11 @@ from pathlib import Path
 
 import numpy as np
 
-from ..storage import checkpoint as ckpt
 from .. import paths
 from ..exc import CheckpointError, ConfigError, ModelDefinitionError
 from ..modeldef import ModelDefinition
 from ..nn.optim import OPTIMIZERS
+from ..storage import checkpoint as ckpt
 
 CHECKPOINT_SUBDIR = "checkpoints"  # the service keeps its checkpoints in STATE_DIR/checkpoints
 PREDICT_BATCH = 256                # samples per forward pass: bounds memory on a 512 MB Pi

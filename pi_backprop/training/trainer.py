@@ -21,9 +21,9 @@ from pathlib import Path
 
 import numpy as np
 
-from ..storage import checkpoint as ckpt
 from ..exc import CheckpointError, ConfigError, PiBackpropError
 from ..nn.optim import OPTIMIZERS
+from ..storage import checkpoint as ckpt
 
 RNG_SCHEME = "pcg64-epoch-permutation-v1"
 DEFAULTS = {"optimizer": "adam", "batch_size": 32, "seed": 0, "momentum": 0.0, "weight_decay": 0.0}
@@ -36,6 +36,9 @@ RUN_IDENTITY = ("seed", "batch_size", "optimizer")
 ADJUSTABLE = ("lr", "momentum", "weight_decay")
 
 _log = logging.getLogger(__name__)
+
+
+_UNCHANGED = object()  # reconfigure(): a keyword left out
 
 
 class DivergenceError(PiBackpropError, ArithmeticError):
@@ -215,6 +218,43 @@ class Trainer:
                     f"({data.get('source')}); the run goes on with the new data")
             _log.warning("%s", note)
             self.warnings.append(note)
+
+    # -- what a long-running owner (the service) may ask and change ----------------------------
+
+    @property
+    def unsaved_steps(self) -> int:
+        """Steps trained since the newest checkpoint was written or loaded (0 when saved)."""
+        return self.step - self._saved_step
+
+    def reconfigure(self, *, lr=None, momentum=None, weight_decay=None, batch_size=None, keep=None,
+                    max_grad_norm=_UNCHANGED) -> None:
+        """Change the live settings of a running trainer; None (for max_grad_norm: leaving it
+        out) keeps a value as it is.
+
+        lr, momentum, weight_decay : the optimizer's (momentum and weight_decay only where
+                       the optimizer has them); batch_size : samples per step from the next
+                       step on, the rule of a growing store (not a new run: the data order
+                       follows the new size); keep : checkpoints kept; max_grad_norm : the
+                       divergence guard (None: off). Bad values raise ``ConfigError``.
+        """
+        if lr is not None and not lr > 0:
+            raise ConfigError(f"lr must be > 0, got {lr!r}")
+        if batch_size is not None:
+            self.settings["batch_size"] = _positive_int(batch_size, "batch_size")
+        if keep is not None:
+            self.keep = _positive_int(keep, "keep")
+        if max_grad_norm is not _UNCHANGED:
+            self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
+        if lr is not None:
+            self.optimizer.lr = lr
+        for key, value in (("momentum", momentum), ("weight_decay", weight_decay)):
+            if value is not None and key in self.optimizer.hyper_names:
+                setattr(self.optimizer, key, value)
+
+    def scale_lr(self, factor: float) -> float:
+        """Multiply the learning rate by ``factor`` (a rollback's back-off); return the new one."""
+        self.optimizer.lr *= factor
+        return self.optimizer.lr
 
     # -- the directory lock -------------------------------------------------------------------
 

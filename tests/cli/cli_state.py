@@ -1,12 +1,11 @@
 """Small, real state directories for the evaluate/predict/report tests: a sample store
 filled with simulated data, metrics recorded while a Trainer trains on it, checkpoints."""
 
-import numpy as np
 
-from pi_backprop.training.datasets import open_dataset
 from pi_backprop.hardware import simulated
 from pi_backprop.modeldef import ModelDefinition
 from pi_backprop.storage.store import SampleStore
+from pi_backprop.training.datasets import open_dataset
 from pi_backprop.training.trainer import Trainer
 
 # A dense network on 12x12 frames trains in well under a second on either backend.
@@ -47,8 +46,8 @@ def build_state(state_dir, kind="camera", samples=240, steps=300, train=True):
 def newest_model(state_dir):
     """(model, step) of the newest checkpoint, loaded without pi_backprop.training.inference: the
     independent reference the tests compare the commands with."""
-    from pi_backprop.storage import checkpoint as ckpt
     from pi_backprop.nn.optim import Adam
+    from pi_backprop.storage import checkpoint as ckpt
 
     info = ckpt.find_latest(state_dir / "checkpoints").latest
     definition = ModelDefinition.from_dict(info.header["model"])

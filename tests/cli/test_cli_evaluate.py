@@ -4,11 +4,11 @@ import re
 
 import numpy as np
 import pytest
-
 from cli_state import build_state, newest_model
+
 from pi_backprop.cli import main
-from pi_backprop.training.datasets import open_dataset
 from pi_backprop.storage.store import SampleStore
+from pi_backprop.training.datasets import open_dataset
 
 
 @pytest.fixture(scope="module")
@@ -42,7 +42,7 @@ def test_store_validation_split_matches_independent_computation(capsys, state):
     expected = np.zeros((4, 4), int)
     np.add.at(expected, (y, predicted), 1)
     assert step == 40
-    assert f"ckpt-00000040.npz (step 40," in out.splitlines()[0]
+    assert "ckpt-00000040.npz (step 40," in out.splitlines()[0]
     assert f"validation split: {len(y)} of 240 samples" in out
     assert f"accuracy {np.mean(predicted == y):.4f} on {len(y)} samples" in out
     np.testing.assert_array_equal(printed_matrix(out, definition.classes), expected)

@@ -7,12 +7,12 @@ import zlib
 
 import numpy as np
 import pytest
-
 from cli_state import build_state, newest_model
+
 from pi_backprop.cli import main
+from pi_backprop.cli.images import decode_png, read_image
 from pi_backprop.exc import DataError
 from pi_backprop.hardware import simulated
-from pi_backprop.cli.images import decode_png, read_image
 from pi_backprop.training.inference import confidences
 
 

@@ -3,10 +3,9 @@
 import struct
 import sys
 
-import numpy as np
 import pytest
-
 from cli_state import build_state
+
 from pi_backprop.cli import main
 from pi_backprop.cli.images import decode_png
 from pi_backprop.cli.plots import INSTALL_HINT

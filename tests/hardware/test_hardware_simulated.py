@@ -4,12 +4,17 @@ import numpy as np
 import pytest
 
 import pi_backprop as pb
-from pi_backprop.nn import backend as backend_module
 from pi_backprop.exc import ConfigError, HardwareError
 from pi_backprop.hardware.simulated import (
-    CAMERA_CLASSES, SENSOR_CLASSES, SimulatedCamera, SimulatedSensor, camera_dataset, render_frames,
+    CAMERA_CLASSES,
+    SENSOR_CLASSES,
+    SimulatedCamera,
+    SimulatedSensor,
+    camera_dataset,
+    render_frames,
     sensor_dataset,
 )
+from pi_backprop.nn import backend as backend_module
 
 
 def test_model_files_name_the_simulated_classes():
@@ -152,10 +157,10 @@ def test_simulated_sensor_value_stream_is_deterministic_and_switches_class():
 
 @pytest.fixture
 def numpy_backend():
-    previous = backend_module._current
+    previous = backend_module.current
     pb.set_backend("numpy")   # the reference backend: no JIT compile time in this test
     yield
-    backend_module._current = previous
+    backend_module.current = previous
 
 
 def _train(definition, x, y, n_train, epochs, lr=None, seed=0):

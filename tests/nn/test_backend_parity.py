@@ -18,9 +18,9 @@ import pytest
 numba = pytest.importorskip("numba")
 
 import pi_backprop as pb  # noqa: E402
-from pi_backprop.nn.engine import opcodes  # noqa: E402
-from pi_backprop.nn.engine import layer_kernels as nb  # noqa: E402
 from pi_backprop.nn import kernels_numpy as ref  # noqa: E402
+from pi_backprop.nn.engine import layer_kernels as nb  # noqa: E402
+from pi_backprop.nn.engine import opcodes  # noqa: E402
 
 DTYPES = [np.float32, np.float64]
 TOL = {np.float32: 2e-6, np.float64: 1e-13}
@@ -223,18 +223,19 @@ LAYOUT_MODELS = {
 
 @pytest.mark.parametrize("kind", LAYOUT_MODELS)
 def test_fused_workspace_layout_agrees_with_the_kernel(restore_backend, kind):
-    """engine/program.py lays out a batch's workspace (WF, WI); engine.kernels._views cuts it apart
+    """engine/program.py lays out a batch's workspace (WF, WI); engine.kernels.views cuts it apart
     again, compiled and (in op_by_op) in Python. They must agree on every region, and the
     regions must neither overlap nor run past WF, or a kernel reads the wrong memory."""
     import numba
+
     from pi_backprop.nn.engine import kernels as kf
     from pi_backprop.nn.engine import program as fz
     pb.set_backend("numba")
     program = fz.program_for(LAYOUT_MODELS[kind]())
-    compiled_views = numba.njit(lambda WF, WI: kf._views(WF, WI))
+    compiled_views = numba.njit(lambda WF, WI: kf.views(WF, WI))
     for N in (1, 3, 5, 2, 7):  # more batch sizes than workspaces kept: some are rebuilt
         WF, WI, A, S, _ = program.workspace(N)
-        for ops, n, A2, D, X, cols_size, IDX, S2 in (kf._views.py_func(WF, WI), compiled_views(WF, WI)):
+        for ops, n, A2, D, X, cols_size, IDX, S2 in (kf.views.py_func(WF, WI), compiled_views(WF, WI)):
             np.testing.assert_array_equal(ops, program.ops)
             assert (n, cols_size) == (N, program.cols_size)
             assert S2.size == opcodes.S_SIZE and S2[opcodes.S_N] == N and S2[opcodes.S_ONE] == 1
@@ -253,8 +254,8 @@ def test_fused_call_checks_sizes_before_touching_anything(restore_backend, rng):
     """The kernel is the last line: inputs of the wrong size give a status, not a write past
     a buffer, and change nothing (engine/program.py checks shapes first, so only a direct call can
     get here)."""
-    from pi_backprop.nn.engine import program as fz
     from pi_backprop.nn.engine import kernels as kf
+    from pi_backprop.nn.engine import program as fz
     pb.set_backend("numba")
     model = pb.load_definition("sensor_mlp").build(seed=0)
     program, before = fz.program_for(model), model.parameter_vector.copy()
@@ -276,8 +277,9 @@ def test_fused_call_checks_sizes_before_touching_anything(restore_backend, rng):
     np.testing.assert_array_equal(model.parameter_vector, before)
     assert not velocity.any()
     # and the right sizes work, for labels, targets and a forward pass
-    assert kf.run(x, labels, program._no_targets, P, G, WF, WI, opcodes.SOFTMAX_CE, opcodes.SGD_UPDATE, velocity, none) > 0
-    assert kf.run(x, program._no_labels, targets + 0.25, P, G, WF, WI, opcodes.MSE, opcodes.SGD_UPDATE, velocity, none) > 0
+    sgd = opcodes.SGD_UPDATE
+    assert kf.run(x, labels, program._no_targets, P, G, WF, WI, opcodes.SOFTMAX_CE, sgd, velocity, none) > 0
+    assert kf.run(x, program._no_labels, targets + 0.25, P, G, WF, WI, opcodes.MSE, sgd, velocity, none) > 0
     assert kf.run(x, program._no_labels, program._no_targets, P, G, WF, WI, 0, opcodes.FORWARD_ONLY, none, none) == 0
 
 
@@ -364,9 +366,9 @@ def train(backend, name, make_optimizer, dtype, steps, batch, targets="labels", 
 @pytest.fixture
 def restore_backend():
     from pi_backprop.nn import backend
-    previous = backend._current
+    previous = backend.current
     yield
-    backend._current = previous
+    backend.current = previous
 
 
 @pytest.mark.parametrize("batch", [1, 3, 6])
@@ -485,8 +487,8 @@ def test_fused_step_returns_a_negative_loss(restore_backend):
 def test_fused_call_refuses_a_strided_convolution(restore_backend, rng):
     """Only op_by_op runs strided convolutions (their buffers are laid out for im2col): the
     fused call returns BAD_PROGRAM and changes nothing if handed one."""
-    from pi_backprop.nn.engine import program as fz
     from pi_backprop.nn.engine import kernels as kf
+    from pi_backprop.nn.engine import program as fz
     pb.set_backend("numba")
     model = pb.Sequential([pb.Conv2D(1, 2, 3, stride=2, padding=1), pb.Flatten(), pb.Dense(8, 3)],
                           seed=0, input_shape=(1, 4, 4))

@@ -8,11 +8,11 @@ import time
 import numpy as np
 import pytest
 
+from pi_backprop.exc import ConfigError, HardwareError
+from pi_backprop.modeldef import load_definition
 from pi_backprop.service import capture as capture_module
 from pi_backprop.service.capture import Capture, SimulatedOperator, check_pins_for_classes, open_source
 from pi_backprop.service.config import parse_config
-from pi_backprop.exc import ConfigError, HardwareError
-from pi_backprop.modeldef import load_definition
 
 DEADLINE = 10.0   # generous: a test waits at most this long for something that takes milliseconds
 
@@ -192,6 +192,7 @@ def test_camera_on_a_desktop_names_simulate_and_simulate_overrides_it(monkeypatc
 
 def test_a_real_sensor_off_a_pi_is_one_line_not_mock_readings(monkeypatch):
     import contextlib
+
     from pi_backprop.hardware import pins
 
     monkeypatch.setattr(pins, "pi_model", lambda *args: None)

@@ -6,8 +6,8 @@ from pathlib import Path
 
 import pytest
 
-from pi_backprop.service.config import SCHEMA, ConfigChanges, diff_live, load_config, parse_config, schema_keys
 from pi_backprop.exc import ConfigError
+from pi_backprop.service.config import SCHEMA, ConfigChanges, diff_live, load_config, parse_config, schema_keys
 
 DEFAULT_FILE = Path(__file__).resolve().parents[2] / "systemd" / "pi-backprop.toml"
 

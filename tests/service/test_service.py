@@ -14,16 +14,15 @@ import signal
 import threading
 import time
 
-import numpy as np
 import pytest
 
+from pi_backprop.exc import DataError, HardwareError
 from pi_backprop.service import capture as capture_module
-from pi_backprop.storage import checkpoint as checkpoint_module
 from pi_backprop.service import loop as service_module
 from pi_backprop.service.config import load_config
-from pi_backprop.exc import DataError, HardwareError
-from pi_backprop.service.sdnotify import Notifier
 from pi_backprop.service.loop import Service
+from pi_backprop.service.sdnotify import Notifier
+from pi_backprop.storage import checkpoint as checkpoint_module
 
 pytest.importorskip("gpiozero")
 

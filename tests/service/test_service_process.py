@@ -11,12 +11,11 @@ import subprocess
 import sys
 import tempfile
 import time
-from pathlib import Path
 
 import pytest
 
-from pi_backprop.storage import checkpoint as checkpoint_module
 from pi_backprop.modeldef import load_definition
+from pi_backprop.storage import checkpoint as checkpoint_module
 
 pytest.importorskip("gpiozero")
 

@@ -15,9 +15,9 @@ import numpy as np
 import pytest
 
 import pi_backprop as pb
-from pi_backprop.storage import checkpoint as ckpt
 from pi_backprop.cli import main
 from pi_backprop.exc import CheckpointError
+from pi_backprop.storage import checkpoint as ckpt
 
 
 def trained(model_name="sensor_mlp", optimizer="adam", seed=0, steps=3):

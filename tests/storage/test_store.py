@@ -7,7 +7,12 @@ import pytest
 
 from pi_backprop.exc import DataError, ShapeError
 from pi_backprop.storage.store import (
-    SampleStore, default_store_path, is_validation, read_dataset, read_npz, write_npz,
+    SampleStore,
+    default_store_path,
+    is_validation,
+    read_dataset,
+    read_npz,
+    write_npz,
 )
 
 NAMES = ["still", "walking", "tapping"]

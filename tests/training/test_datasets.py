@@ -7,8 +7,8 @@ import numpy as np
 import pytest
 
 import pi_backprop as pb
-from pi_backprop.training.datasets import Dataset, held_out_mask, open_dataset
 from pi_backprop.exc import DataError
+from pi_backprop.training.datasets import Dataset, held_out_mask, open_dataset
 
 SENSOR = pb.load_definition("sensor_mlp")
 CAMERA = pb.load_definition("camera_cnn")

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 
 import pi_backprop as pb
-from pi_backprop.storage import checkpoint as ckpt
 from pi_backprop.cli import main
 from pi_backprop.cli.train import Progress
-from pi_backprop.training.datasets import open_dataset
 from pi_backprop.exc import CheckpointError, ConfigError
+from pi_backprop.storage import checkpoint as ckpt
+from pi_backprop.training.datasets import open_dataset
 from pi_backprop.training.trainer import DivergenceError, StepReport, Trainer
 
 SENSOR = pb.load_definition("sensor_mlp")

@@ -84,7 +84,7 @@ def test_signal_stops_after_a_step_with_a_checkpoint(tmp_path, sent):
 
 
 def reference_state(model_path, steps):
-    previous = pb.nn.backend._current
+    previous = pb.nn.backend.current
     pb.set_backend("numpy")
     try:
         definition = pb.load_definition(model_path)
@@ -92,7 +92,7 @@ def reference_state(model_path, steps):
             t.run(steps)
             return definition, t.model.parameter_vector.copy(), {k: v.copy() for k, v in t.optimizer.buffers.items()}
     finally:
-        pb.nn.backend._current = previous
+        pb.nn.backend.current = previous
 
 
 def newest_step(directory):

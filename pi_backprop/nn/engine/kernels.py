@@ -9,7 +9,7 @@ Buffers (all 1-D, batch-major, offsets in elements). A batch size's workspace is
 arrays, so that a call passes few arguments (numba unboxes each array argument, ~40 ns):
     WI      int64: [header (HEADER slots, named H_* in ``opcodes``) | ops | IDX]
     WF      the model dtype: [S | A | D | X], where the header says each region starts and
-            ends (``program.Program.workspace`` lays them out, aligned; ``_views`` cuts them apart)
+            ends (``program.Program.workspace`` lays them out, aligned; ``views`` cuts them apart)
 with (sizes per sample unless said otherwise)
     ops     int64 (L, NCOLS)   one row per layer, columns named in ``opcodes``
     IDX     int64: max-pool arg-maxes at N·ops[i, ARG]
@@ -31,10 +31,58 @@ import numpy as np
 
 from .jit import jit, jit_inline, jit_reduce
 from .opcodes import (
-    ADAM_UPDATE, ARG, BAD_INPUT, BAD_LABEL, BAD_PROGRAM, BAD_TARGET, BOFF, COLS, CONV, DENSE, F, FLATTEN,
-    FORWARD_ONLY, H_A, H_A_END, H_COLS, H_D, H_D_END, H_HALF, H_LAYERS, H_LOSS, H_N, H_OP_BY_OP, H_PC,
-    H_X, HEADER, IN, IN_SIZE, KH, KIND, KW, NCOLS, NEED_CALLER, OH, OUT, OUT_SIZE, OW, PH, POOL, PW,
-    S_HYPER, S_N, S_ONE, S_SIZE, S_STATUS, SGD_UPDATE, SH, SW, WOFF, C, H, W,
+    ADAM_UPDATE,
+    ARG,
+    BAD_INPUT,
+    BAD_LABEL,
+    BAD_PROGRAM,
+    BAD_TARGET,
+    BOFF,
+    COLS,
+    CONV,
+    DENSE,
+    FLATTEN,
+    FORWARD_ONLY,
+    H_A,
+    H_A_END,
+    H_COLS,
+    H_D,
+    H_D_END,
+    H_HALF,
+    H_LAYERS,
+    H_LOSS,
+    H_N,
+    H_OP_BY_OP,
+    H_PC,
+    H_X,
+    HEADER,
+    IN,
+    IN_SIZE,
+    KH,
+    KIND,
+    KW,
+    NCOLS,
+    NEED_CALLER,
+    OH,
+    OUT,
+    OUT_SIZE,
+    OW,
+    PH,
+    POOL,
+    PW,
+    S_HYPER,
+    S_N,
+    S_ONE,
+    S_SIZE,
+    S_STATUS,
+    SGD_UPDATE,
+    SH,
+    SW,
+    WOFF,
+    C,
+    F,
+    H,
+    W,
 )
 from .ops.conv import _conv_backward_wide, _conv_forward_wide
 from .ops.dense import _dense_backward, _dense_forward
@@ -77,9 +125,9 @@ def _inputs_bad(A, x, N, in_size, labels, targets, use_labels, K, training):
 
 
 @jit_inline
-def _views(WF, WI):
+def views(WF, WI):
     """(ops, N, A, D, X, cols_size, IDX, S) in the workspace WF, WI (module docstring).
-    ``op_by_op`` runs this same code in Python (``_views.py_func``)."""
+    ``op_by_op`` runs this same code in Python (``views.py_func``)."""
     layers = WI[H_LAYERS]
     end = HEADER + layers * NCOLS
     return (WI[HEADER:end].reshape(layers, NCOLS), WI[H_N], WF[WI[H_A]:WI[H_A_END]],
@@ -113,7 +161,7 @@ def run(x, labels, targets, P, G, WF, WI, loss_kind, opt_kind, buf1, buf2):
     Without it, a strided convolution is refused (BAD_PROGRAM): its buffers are laid out for
     im2col, which only the caller runs.
     """
-    ops, N, A, D, X, cols_size, IDX, S = _views(WF, WI)
+    ops, N, A, D, X, cols_size, IDX, S = views(WF, WI)
     L = ops.shape[0]
     use_labels = labels.size > 0
     last = ops[L - 1]

@@ -13,8 +13,8 @@ compile only when such a model is used.
 import numpy as np
 
 from . import kernels as kf
-from .ops.conv import _conv_backward, _conv_forward
 from . import opcodes as op
+from .ops.conv import _conv_backward, _conv_forward
 
 
 def run(x, labels, targets, P, G, WF, WI, loss_kind, opt_kind, buf1, buf2):
@@ -33,7 +33,7 @@ def run(x, labels, targets, P, G, WF, WI, loss_kind, opt_kind, buf1, buf2):
 
 def _run_handed_op(P, G, WF, WI):
     """Run the op at WI[H_PC] (numbered as ``kernels.run`` says) and move on past it."""
-    ops, N, A, D, X, cols_size, IDX, S = kf._views.py_func(WF, WI)
+    ops, N, A, D, X, cols_size, IDX, S = kf.views.py_func(WF, WI)
     N, L, pc = int(N), len(ops), int(WI[op.H_PC])
     backward = pc > L
     i = 2 * L - pc if backward else pc

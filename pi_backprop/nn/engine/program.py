@@ -17,7 +17,6 @@ import numpy as np
 from .. import layers as L
 from ..losses import MSELoss, SoftmaxCrossEntropy, check_targets
 from ..optim import SGD, Adam
-
 from . import opcodes as op
 
 _KINDS = {L.Dense: op.DENSE, L.Conv2D: op.CONV, L.MaxPool2D: op.POOL, L.Flatten: op.FLATTEN,
@@ -185,7 +184,7 @@ class Program:
                 return None
         if not (x.__class__ is np.ndarray and x.dtype is self.dtype and x.shape[1:] == self.input_shape
                 and x.shape[0]):
-            x = model._check_input(x)
+            x = model.check_input(x)
         N = x.shape[0]
         labels, targets = self._no_labels, self._no_targets  # the kernel reads labels if any
         t_array = t if t.__class__ is np.ndarray else np.asarray(t)
@@ -231,7 +230,7 @@ class Program:
     def _checked_targets(self, model, x, t, loss):
         """(labels, targets), one of them empty, from targets of another dtype or form,
         converted as the layer path converts them, or its error."""
-        model._check_input(x)  # an input error comes first, as in the layer path
+        model.check_input(x)  # an input error comes first, as in the layer path
         N, K = x.shape[0], self.classes
         checked = check_targets(np.empty((N, K), self.dtype), t, type(loss).__name__)
         if checked.ndim == 1:
@@ -242,13 +241,13 @@ class Program:
         """Outputs (N, classes) for inputs (N, *input_shape); nothing kept."""
         if not (x.__class__ is np.ndarray and x.dtype is self.dtype and x.shape[1:] == self.input_shape
                 and x.shape[0]):
-            x = model._check_input(x)
+            x = model.check_input(x)
         N = x.shape[0]
         WF, WI, A, _, runner = self._workspaces.get(N) or self.workspace(N)
         status = runner(x.ravel(), self._no_labels, self._no_targets, model.parameter_vector,
                         model.gradient_vector, WF, WI, 0, op.FORWARD_ONLY, self._no_buffer, self._no_buffer)
         if status < 0:
-            model._check_input(x)  # raises the layer path's error for NaN/inf
+            model.check_input(x)  # raises the layer path's error for NaN/inf
         start = N * self.output_offset
         return A[start:start + N * self.classes].reshape(N, self.classes).copy()
 
@@ -256,7 +255,7 @@ class Program:
 
     def _raise_for(self, model, status, x, t, loss):
         if status == op.BAD_INPUT:
-            model._check_input(x)
+            model.check_input(x)
         check_targets(np.empty((x.shape[0], self.classes), self.dtype), t, type(loss).__name__)
         raise AssertionError(f"fused step reported status {status} but the inputs check out")
 
@@ -294,11 +293,7 @@ def _param_offsets(model):
 
 
 def program_for(model):
-    """The model's cached ``Program``, built on first use; None if a layer is not supported."""
-    program = getattr(model, "_fused_program", None)
-    if program is not None and program.matches(model):
-        return program
+    """A new ``Program`` for the model (``Sequential`` keeps it); None if a layer is not supported."""
     if not Program.supports(model):
         return None
-    model._fused_program = Program(model)
-    return model._fused_program
+    return Program(model)
