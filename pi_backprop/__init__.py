@@ -8,7 +8,7 @@
 Importing this package imports no hardware library and compiles no kernel.
 """
 
-__version__ = "0.1.0"
+__version__ = "0.2.0.dev0"
 
 from .exc import PiBackpropError  # noqa: E402
 from .modeldef import ModelDefinition, available_models, load_definition, load_model  # noqa: E402

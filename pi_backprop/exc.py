@@ -41,3 +41,35 @@ class DataError(PiBackpropError, ValueError):
 
 class HardwareError(PiBackpropError, RuntimeError):
     """A camera, sensor, LED or button cannot be opened or used; the message names the fix."""
+
+
+class CheckpointDamaged(CheckpointError):
+    """The file is not intact (truncated, bit-flipped, half-written): an older one may be used."""
+
+
+class CheckpointRefused(CheckpointError):
+    """The file is intact but must not be used: pickled objects, unknown version, another model."""
+
+
+class CheckpointWriteError(CheckpointError):
+    """A checkpoint could not be written (``.errno`` says why, e.g. ENOSPC); older ones are intact."""
+
+    def __init__(self, message, errno_value=None):
+        super().__init__(message)
+        self.errno = errno_value
+
+
+class DivergenceError(PiBackpropError, ArithmeticError):
+    """The loss (or gradient norm) became NaN/inf or too large; parameters are unusable.
+
+    ``step`` is the step that produced ``value``. Call ``Trainer.restore()`` to go back to the
+    last checkpoint; nothing diverged was written to disk.
+    """
+
+    def __init__(self, message, step, value):
+        super().__init__(message)
+        self.step, self.value = step, value
+
+
+class DeviceClosed(HardwareError):
+    """A camera, sensor, LED or button was used after ``close()``."""

@@ -97,3 +97,23 @@ def test_few_modules_stand_at_the_top():
     assert top <= TOP_LEVEL_MODULES, sorted(top - TOP_LEVEL_MODULES)
     folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
     assert folders == {"nn", "storage", "training", "hardware", "service", "cli"}
+
+
+def test_every_exception_class_lives_in_exc():
+    import builtins
+
+    from pi_backprop import exc
+    error_names = {name for name, value in vars(exc).items() if isinstance(value, type)
+                   and issubclass(value, BaseException)}
+    error_names |= {name for name, value in vars(builtins).items() if isinstance(value, type)
+                    and issubclass(value, BaseException)}
+    elsewhere = []
+    for path, module, _ in _modules():
+        if module == "pi_backprop.exc":
+            continue
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ClassDef):
+                bases = {getattr(base, "id", getattr(base, "attr", None)) for base in node.bases}
+                if bases & error_names:
+                    elsewhere.append(f"{path.relative_to(PACKAGE.parent)}:{node.lineno} {node.name}")
+    assert not elsewhere, elsewhere

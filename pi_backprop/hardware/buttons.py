@@ -8,6 +8,7 @@ import logging
 import threading
 
 from ..exc import ConfigError
+from .device import Device
 from .pins import open_device
 from .pins import pin_factory as default_pin_factory
 
@@ -17,7 +18,7 @@ MODES = ("hold", "press")
 MAX_PRESSES_KEPT = 1000
 
 
-class LabelButtons:
+class LabelButtons(Device):
     """One gpiozero ``Button`` per class; ``take_label()`` says which label a new sample gets.
 
     pins        : one pin per class, in class order (gpiozero names: 17, "GPIO17",
@@ -33,6 +34,8 @@ class LabelButtons:
     ``take_label() -> int | None``; ``held() -> list of class indices``; ``presses`` (class indices of the
     presses seen, the newest 500 to 1000); ``close()`` (idempotent). A context manager.
     """
+
+    device_name = "label buttons"
 
     def __init__(self, pins, *, class_names=None, mode="hold", bounce_time=0.05, pull_up=True,
                  pin_factory=None, on_press=None):
@@ -53,7 +56,6 @@ class LabelButtons:
         self._pending = None
         self._lock = threading.Lock()
         self._buttons = []
-        self._closed = False
         from gpiozero import Button
 
         factory = pin_factory or default_pin_factory()
@@ -68,7 +70,7 @@ class LabelButtons:
                 button.when_pressed = lambda _device=None, index=index: self._pressed(index)
                 self._buttons.append(button)
         except BaseException:
-            self.close()
+            self._release()
             raise
 
     def _pressed(self, index):
@@ -95,7 +97,7 @@ class LabelButtons:
         hold  : the held button's class; None if none or several are held (ambiguous)
         press : the class of the last press since the previous call, consumed by this call
         """
-        if self._closed:
+        if self.closed:  # labels nothing, as a button let go: never a reason to stop capturing
             return None
         if self.mode == "hold":
             held = self.held()
@@ -115,9 +117,8 @@ class LabelButtons:
         pending = self._pending
         return "next sample: " + (self.class_names[pending] if pending is not None else "unlabelled")
 
-    def close(self) -> None:
-        """Release the buttons' pins. Safe to call twice."""
-        self._closed = True
+    def _release(self) -> None:
+        """Release the buttons' pins."""
         for button in self._buttons:
             if button is not None:
                 try:
@@ -126,11 +127,6 @@ class LabelButtons:
                     _log.debug("closing %r failed", button, exc_info=True)
         self._buttons = [None] * len(self._buttons)
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         return f"LabelButtons({len(self._buttons)} classes, mode={self.mode!r})"

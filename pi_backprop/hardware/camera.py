@@ -10,6 +10,7 @@ import logging
 import numpy as np
 
 from ..exc import ConfigError, HardwareError
+from .device import Device
 from .pacing import Pacer
 from .preprocess import frame_to_input
 
@@ -73,7 +74,7 @@ def camera_status(*, picamera2_module=None) -> str:
     return ", ".join(f"camera {c.get('Num', i)}: {c.get('Model', 'unknown')}" for i, c in enumerate(cameras))
 
 
-class PiCamera:
+class PiCamera(Device):
     """Frames from the Pi camera: uint8 (height, width, 3), B, G, R (``channel_order = "BGR"``).
 
     resolution       : (width, height) of the stream, pixels; small (320x240 default)
@@ -92,6 +93,7 @@ class PiCamera:
     """
 
     channel_order = "BGR"
+    device_name = "camera"
 
     def __init__(self, *, resolution=(320, 240), interval=0.0, camera_num=0, buffer_count=2,
                  picamera2_module=None, clock=None, sleep=None):
@@ -132,8 +134,7 @@ class PiCamera:
 
         The array is our own copy: picamera2's buffers go back to the camera.
         """
-        if self._camera is None:
-            raise HardwareError("the camera is closed")
+        self._ensure_open()
         self._pacer.wait()
         try:
             array = self._camera.capture_array("main")
@@ -150,8 +151,8 @@ class PiCamera:
         """The next frame as a model input: float32 (C, H, W) in [0, 1], R, G, B."""
         return frame_to_input(self.capture(), input_shape, channel_order=self.channel_order)
 
-    def close(self) -> None:
-        """Stop and release the camera. Safe to call twice."""
+    def _release(self) -> None:
+        """Stop and release the camera."""
         camera, self._camera = self._camera, None
         if camera is None:
             return
@@ -162,12 +163,6 @@ class PiCamera:
                 _log.debug("camera %s failed", step, exc_info=True)
         self._started = False
 
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
     def __repr__(self):
-        state = "open" if self._camera is not None else "closed"
+        state = "closed" if self.closed else "open"
         return f"PiCamera(camera {self.camera_num}, {self.resolution[0]}x{self.resolution[1]}, {state})"

@@ -12,6 +12,7 @@ import math
 import threading
 
 from ..exc import ConfigError
+from .device import Device
 from .pins import open_device
 from .pins import pin_factory as default_pin_factory
 
@@ -107,7 +108,7 @@ def _steps(pattern, pwm: bool):
         raise AssertionError(pattern.kind)
 
 
-class StatusLights:
+class StatusLights(Device):
     """Shows the service's state on LEDs, and tells a terminal about each change.
 
     Give at most one wiring (all keyword-only; pins as gpiozero names: 17, "GPIO17", "BOARD11"):
@@ -127,6 +128,8 @@ class StatusLights:
     ``set_state(name)`` with a name from ``STATES``; ``flash_checkpoint()``; ``state``;
     ``describe()``; ``close()`` (idempotent; turns the LEDs off). A context manager.
     """
+
+    device_name = "status LEDs"
 
     def __init__(self, *, led=None, leds=None, rgb=None, class_leds=(), active_high=True,
                  on_change=None, pin_factory=None, time_scale=1.0):
@@ -151,7 +154,6 @@ class StatusLights:
         self._lock = threading.Lock()
         self._changed = threading.Event()
         self._stopping = False
-        self._closed = False
         self._state = None
         self._resume_state = None
         try:
@@ -214,8 +216,7 @@ class StatusLights:
         if state not in PATTERNS:
             raise ConfigError(f"unknown status LED state {state!r}; known: {', '.join(STATES)}")
         with self._lock:
-            if self._closed:
-                return
+            self._ensure_open()
             if PATTERNS[state].kind == "flash":
                 if self._state is not None and PATTERNS[self._state].kind != "flash":
                     self._resume_state = self._state
@@ -231,27 +232,19 @@ class StatusLights:
 
     def show_prediction(self, index) -> None:
         """Light the class LED of class ``index`` only; ``None`` turns them all off."""
+        self._ensure_open()
         for position, device in enumerate(self._class_leds):
-            if device is not None and not self._closed:
+            if device is not None:
                 device.value = position == index
 
-    def close(self) -> None:
-        """Stop the pattern, turn every LED off and release the pins. Safe to call twice."""
+    def _release(self) -> None:
+        """Stop the pattern, turn every LED off and release the pins."""
         with self._lock:
-            if self._closed:
-                return
-            self._closed = True
             self._stopping = True
             self._changed.set()
         self._thread.join(timeout=5)
         self._apply(0.0, OFF)
         self._close_devices()
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         wiring = "rgb" if self._rgb else f"{len(self._outputs)} LED(s)" if self._outputs else "no LEDs"
@@ -307,7 +300,7 @@ class StatusLights:
                     level = brightness
                 device.value = level if pwm else level >= 0.5
         except Exception:
-            if not self._closed:
+            if not self.closed:
                 _log.exception("status LEDs could not be set")
 
     def _close_devices(self):

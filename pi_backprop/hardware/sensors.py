@@ -10,6 +10,7 @@ import math
 import numpy as np
 
 from ..exc import ConfigError, HardwareError
+from .device import Device
 from .pacing import Pacer
 from .pins import import_gpiozero, open_device
 from .pins import pin_factory as default_pin_factory
@@ -42,7 +43,7 @@ def open_adc_channel(chip: str = "mcp3008", channel: int = 0, *, pin_factory=Non
     return open_device(lambda: cls(pin_factory=factory, **kwargs, **spi_args), f"{name} channel {channel}", where)
 
 
-class SensorSource:
+class SensorSource(Device):
     """Reads devices at a fixed rate into windows of readings.
 
     devices       : objects with a ``.value`` (gpiozero ``MCP3008`` channels, ``LightSensor``,
@@ -60,6 +61,8 @@ class SensorSource:
     ``read_window() -> float32 (len(devices) * window,)``: device 0's readings, then
     device 1's, ... ``skipped`` counts readings dropped. A context manager.
     """
+
+    device_name = "sensor source"
 
     def __init__(self, devices, *, window=32, rate=50.0, value_range=(0.0, 1.0), normalise=None,
                  max_failures=50, own_devices=True, clock=None, sleep=None):
@@ -83,7 +86,6 @@ class SensorSource:
         self.skipped = 0
         pacer_kwargs = {k: v for k, v in (("clock", clock), ("sleep", sleep)) if v is not None}
         self._pacer = Pacer(1.0 / self.rate, **pacer_kwargs)
-        self._closed = False
 
     @property
     def features(self) -> int:
@@ -106,8 +108,7 @@ class SensorSource:
 
     def read_window(self) -> np.ndarray:
         """The next window: float32 (features,), read at ``rate``; blocks window / rate seconds."""
-        if self._closed:
-            raise HardwareError("the sensor source is closed")
+        self._ensure_open()
         columns = [[] for _ in self.devices]
         failures = [0] * len(self.devices)
         while min(len(c) for c in columns) < self.window:
@@ -133,11 +134,8 @@ class SensorSource:
             x = x - x.mean(axis=1, keepdims=True)
         return x.reshape(-1)
 
-    def close(self) -> None:
-        """Close the devices (if owned). Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
+    def _release(self) -> None:
+        """Close the devices (if owned)."""
         if self.own_devices:
             for device in self.devices:
                 close = getattr(device, "close", None)
@@ -146,12 +144,6 @@ class SensorSource:
                         close()
                     except Exception:
                         _log.debug("closing %r failed", device, exc_info=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
 
     def __repr__(self):
         return f"SensorSource({len(self.devices)} device(s), window={self.window}, rate={self.rate:g}/s)"

@@ -11,7 +11,8 @@ Pure numpy: no gpiozero, no picamera2, nothing from the training core.
 
 import numpy as np
 
-from ..exc import ConfigError, HardwareError
+from ..exc import ConfigError
+from .device import Device
 from .pacing import Pacer
 from .preprocess import frame_to_input
 
@@ -156,22 +157,7 @@ def camera_dataset(n, seed, input_shape=(1, 28, 28), class_names=CAMERA_CLASSES)
     return x, y
 
 
-class _Simulated:
-    """What both simulated sources share: ``closed``, an idempotent ``close()``, ``with``."""
-
-    closed = False
-
-    def close(self) -> None:
-        self.closed = True
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.close()
-
-
-class SimulatedCamera(_Simulated):
+class SimulatedCamera(Device):
     """A camera that shows simulated shapes: a stand-in for ``PiCamera`` on a desktop.
 
     seed        : int; the k-th capture is a pure function of (seed, k, class shown)
@@ -185,6 +171,7 @@ class SimulatedCamera(_Simulated):
     ``last_label`` is the class index of the last capture.
     """
 
+    device_name = "simulated camera"
     channel_order = "RGB"
 
     def __init__(self, seed=0, resolution=(320, 240), class_names=CAMERA_CLASSES, *, interval=0.0,
@@ -199,7 +186,6 @@ class SimulatedCamera(_Simulated):
         self.last_label = None
         self._showing = None
         self._choices = np.random.default_rng((_LIVE_STREAM, seed))
-        self.closed = False
 
     def show(self, label) -> None:
         """Show class ``label`` (a name or index) in the next captures; ``None``: random classes."""
@@ -212,8 +198,7 @@ class SimulatedCamera(_Simulated):
 
     def capture(self) -> np.ndarray:
         """The next frame: uint8 (height, width, 3), R, G, B."""
-        if self.closed:
-            raise HardwareError("the simulated camera is closed")
+        self._ensure_open()
         self._pacer.wait()
         label = self._showing
         if label is None:
@@ -278,7 +263,7 @@ def sensor_dataset(n, seed, features=32, class_names=SENSOR_CLASSES):
     return x, y
 
 
-class SimulatedSensor(_Simulated):
+class SimulatedSensor(Device):
     """A simulated analog input: a stand-in for a gpiozero ``MCP3008`` channel.
 
     seed        : int; the reading sequence is a pure function of it and of ``show`` calls
@@ -287,6 +272,8 @@ class SimulatedSensor(_Simulated):
     continuous signal whose kind is chosen by ``show(label)`` (``None``: a random kind
     each segment). Reading it through ``SensorSource`` gives windows like ``sensor_dataset``.
     """
+
+    device_name = "simulated sensor"
 
     _SEGMENT = 256  # readings generated at once; a new segment draws new amplitude/period
 
@@ -299,7 +286,6 @@ class SimulatedSensor(_Simulated):
         self._segments = 0
         self._buffer = np.empty(0)
         self._position = 0
-        self.closed = False
 
     def show(self, label) -> None:
         """Produce class ``label`` (a name or index) from the next reading on; ``None``: random."""
@@ -316,8 +302,7 @@ class SimulatedSensor(_Simulated):
     @property
     def value(self) -> float:
         """The next reading, in [0, 1]."""
-        if self.closed:
-            raise HardwareError("the simulated sensor is closed")
+        self._ensure_open()
         if self._position >= self._buffer.size:
             rng = np.random.default_rng((_LIVE_STREAM, _SENSOR_STREAM, self.seed, self._segments))
             label = self._showing if self._showing is not None else int(rng.integers(len(self.class_names)))

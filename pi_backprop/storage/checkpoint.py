@@ -43,7 +43,7 @@ from pathlib import Path
 import numpy as np
 
 from .. import __version__
-from ..exc import CheckpointError
+from ..exc import CheckpointDamaged, CheckpointError, CheckpointRefused, CheckpointWriteError
 from ..modeldef import ModelDefinition
 
 FORMAT = "pi-backprop-checkpoint"
@@ -76,22 +76,6 @@ HEADER_FIELDS = {
 }
 
 _log = logging.getLogger(__name__)
-
-
-class CheckpointDamaged(CheckpointError):
-    """The file is not intact (truncated, bit-flipped, half-written): an older one may be used."""
-
-
-class CheckpointRefused(CheckpointError):
-    """The file is intact but must not be used: pickled objects, unknown version, another model."""
-
-
-class CheckpointWriteError(CheckpointError):
-    """A checkpoint could not be written (``.errno`` says why, e.g. ENOSPC); older ones are intact."""
-
-    def __init__(self, message, errno_value=None):
-        super().__init__(message)
-        self.errno = errno_value
 
 
 @dataclasses.dataclass(frozen=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..exc import CheckpointError, ConfigError, PiBackpropError
+from ..exc import CheckpointError, ConfigError, DivergenceError
 from ..nn.optim import OPTIMIZERS
 from ..storage import checkpoint as ckpt
 
@@ -39,18 +39,6 @@ _log = logging.getLogger(__name__)
 
 
 _UNCHANGED = object()  # reconfigure(): a keyword left out
-
-
-class DivergenceError(PiBackpropError, ArithmeticError):
-    """The loss (or gradient norm) became NaN/inf or too large; parameters are unusable.
-
-    ``step`` is the step that produced ``value``. Call ``Trainer.restore()`` to go back to the
-    last checkpoint; nothing diverged was written to disk.
-    """
-
-    def __init__(self, message, step, value):
-        super().__init__(message)
-        self.step, self.value = step, value
 
 
 @dataclasses.dataclass(frozen=True)
