@@ -33,7 +33,6 @@ PREDICT_WORKLOADS = [("W1", "sensor_mlp"), ("W2", "camera_cnn")]
 # issue 3's targets: numba's speed-up over PyTorch (time ratio), single thread.
 TARGETS = {("W1", 1): 50, ("W1", 16): 20, ("W1", 128): 5, ("W2", 1): 5, ("W2", 16): 1.5, ("W2", 64): 1.2,
            ("W3", 1): 10, ("W3", 32): 3}
-PEAK_SHARE_TARGETS = {"W1": 0.30, "W2": 0.15, "W3": 0.30}
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")
 
 

@@ -6,7 +6,15 @@ members, readable with ``numpy.load(path, allow_pickle=False)``:
     param/<layer>.<name>   every parameter array, model dtype, the layer's shape
     optim/<buffer>         every optimizer buffer (SGD ``velocity``; Adam ``m``, ``v``),
                            model dtype, shape (num_parameters,)
-    header                 uint8 (n,): UTF-8 JSON, see ``HEADER_FIELDS``
+    header                 uint8 (n,): UTF-8 JSON, the keys below
+
+Header keys: ``format`` (always "pi-backprop-checkpoint"), ``format_version`` (int, 1),
+``library_version`` and ``numpy_version`` (what wrote the file), ``written_at`` (UTC, ISO
+8601 with "Z"), ``step`` (training steps done), ``model`` (``ModelDefinition.to_dict()``),
+``dtype`` ("float32" or "float64"), ``optimizer`` ({kind, hyper, step}; its buffers are the
+optim/* arrays), ``training``, ``rng``, ``data`` and ``metrics`` (dicts the trainer owns:
+settings, data order, data source and position, last losses and accuracy), ``arrays``
+({name: {dtype, shape, sha256}} for every array but the header) and ``sha256``.
 
 Integrity: the header lists every array with its dtype, shape and the SHA-256 of its
 ``.npy`` member bytes (npy header + data, exactly as stored in the zip). ``header["sha256"]``
@@ -35,7 +43,6 @@ import logging
 import os
 import re
 import struct
-import tempfile
 import zipfile
 import zlib
 from pathlib import Path
@@ -45,6 +52,8 @@ import numpy as np
 from .. import __version__
 from ..exc import CheckpointDamaged, CheckpointError, CheckpointRefused, CheckpointWriteError
 from ..modeldef import ModelDefinition
+from .atomic import atomic_write, fsync_directory
+from .npfiles import SNIFF_BYTES, sniff
 
 FORMAT = "pi-backprop-checkpoint"
 FORMAT_VERSION = 1
@@ -56,31 +65,12 @@ TEMP_PATTERN = re.compile(r"^\.ckpt-.*\.tmp$")
 MAX_HEADER_BYTES = 1 << 20  # a real header is a few kB; refuse to read a "header" of gigabytes
 _CHUNK = 1 << 20            # bytes read at a time when hashing
 
-# Header keys, for readers of this module (the service, `checkpoint show`).
-HEADER_FIELDS = {
-    "format": "always 'pi-backprop-checkpoint'",
-    "format_version": "int, 1",
-    "library_version": "pi-backprop version that wrote the file",
-    "numpy_version": "numpy version that wrote the file",
-    "written_at": "UTC time of writing, ISO 8601 with 'Z'",
-    "step": "int, training steps done",
-    "model": "ModelDefinition.to_dict() of the model",
-    "dtype": "parameter dtype, 'float32' or 'float64'",
-    "optimizer": "{'kind', 'hyper': {...}, 'step': int}; buffers are the optim/* arrays",
-    "training": "dict: trainer settings (seed, batch_size, ...) - owned by the trainer",
-    "rng": "dict: RNG scheme and state - owned by the trainer",
-    "data": "dict: data source, fingerprint and position - owned by the trainer",
-    "metrics": "dict: last losses/accuracy - owned by the trainer",
-    "arrays": "{name: {'dtype', 'shape', 'sha256'}} for every array but the header",
-    "sha256": "SHA-256 hex of the canonical header JSON without this key",
-}
-
 _log = logging.getLogger(__name__)
 
 
 @dataclasses.dataclass(frozen=True)
 class CheckpointInfo:
-    """A verified checkpoint: its path and its header (a dict, see ``HEADER_FIELDS``)."""
+    """A verified checkpoint: its path and its header (a dict, keys in the module docstring)."""
 
     path: Path
     header: dict
@@ -141,22 +131,6 @@ def _arrays_of(model, optimizer) -> list:
     return sorted(arrays)
 
 
-def fsync_directory(directory) -> None:
-    """Make a rename or unlink in ``directory`` durable (POSIX; a no-op where unsupported)."""
-    try:
-        fd = os.open(directory, os.O_RDONLY | getattr(os, "O_DIRECTORY", 0))
-    except OSError:
-        return
-    try:
-        os.fsync(fd)
-    except OSError as error:
-        # Some filesystems (and Windows) cannot fsync a directory; anything else is real.
-        if error.errno not in (errno.EINVAL, errno.ENOTSUP, errno.EBADF):
-            raise
-    finally:
-        os.close(fd)
-
-
 def save_checkpoint(directory, model, optimizer, step: int, *, training=None, rng=None, data=None,
                     metrics=None, keep: int = DEFAULT_KEEP) -> Path:
     """Write ``DIR/ckpt-<step>.npz`` durably, then delete all but the newest ``keep``.
@@ -188,11 +162,8 @@ def save_checkpoint(directory, model, optimizer, step: int, *, training=None, rn
         "optimizer": {"kind": optimizer.kind, "hyper": optimizer.hyper(), "step": int(optimizer.step_count)},
         "training": training or {}, "rng": rng or {}, "data": data or {}, "metrics": metrics or {},
     }
-    temp = None
     try:
-        fd, temp = tempfile.mkstemp(prefix=f".{final.stem}.", suffix=".tmp", dir=directory)
-        with os.fdopen(fd, "wb") as raw:
-            os.fchmod(raw.fileno(), 0o644)  # mkstemp's 0600 would hide checkpoints from other readers
+        with atomic_write(final) as raw:
             with zipfile.ZipFile(raw, "w", compression=zipfile.ZIP_STORED) as archive:
                 listed = {}
                 for name, array in _arrays_of(model, optimizer):
@@ -206,20 +177,12 @@ def save_checkpoint(directory, model, optimizer, step: int, *, training=None, rn
                 text = np.frombuffer(canonical_json(header), dtype=np.uint8)
                 with archive.open(f"{HEADER}.npy", "w") as member:
                     np.lib.format.write_array(member, text, allow_pickle=False)
-            raw.flush()
-            os.fsync(raw.fileno())
-        os.replace(temp, final)
-        temp = None
-        fsync_directory(directory)
     except OSError as error:
         reason = "no space left on device" if error.errno == errno.ENOSPC else (error.strerror or str(error))
         previous = newest_file(directory, exclude=final)
         kept = f"{previous.name} is intact" if previous else "no earlier checkpoint exists"
         raise CheckpointWriteError(f"cannot write checkpoint {final}: {reason}; {kept}",
                                    error.errno) from None
-    finally:
-        if temp is not None:
-            _remove_quietly(temp)
     prune(directory, keep, newest=final)
     return final
 
@@ -292,19 +255,17 @@ def _sniff(path) -> str:
     """Why a file that is not a zip archive is not a checkpoint."""
     try:
         with open(path, "rb") as file:
-            start = file.read(8)
+            kind = sniff(file.read(SNIFF_BYTES))
     except OSError as error:
         return f"cannot be read: {error.strerror or error}"
-    if not start:
-        return "is empty (a write was cut short)"
-    if start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
+    if kind == "pickle":
         raise CheckpointRefused(f"{path}: holds pickled data, refused (pickles can run code; "
                                 "nothing was loaded)")
-    if start.startswith(b"\x93NUMPY"):
+    if kind == "npy":
         raise CheckpointRefused(f"{path}: is a single .npy array, not a pi-backprop checkpoint")
-    if start.startswith(b"PK"):
-        return "is truncated or damaged (its zip directory is unreadable)"
-    return "is not a checkpoint (not a .npz zip archive)"
+    return {"empty": "is empty (a write was cut short)",
+            "npz": "is truncated or damaged (its zip directory is unreadable)"}.get(
+                kind, "is not a checkpoint (not a .npz zip archive)")
 
 
 def _npy_header(member, name, path):
@@ -485,16 +446,6 @@ def load_into(info: CheckpointInfo, model, optimizer) -> None:
     for name, value in hyper.items():
         setattr(optimizer, name, value)
     optimizer.step_count = int(state["step"])
-
-
-def read_arrays(info: CheckpointInfo) -> dict:
-    """Every array of a verified checkpoint as ``{name: ndarray}`` (for inspection and tests)."""
-    arrays = {}
-    with _damage_reported(info.path), _open_archive(info.path) as archive:
-        for name in sorted(info.header["arrays"]):
-            with archive.open(f"{name}.npy") as member:
-                arrays[name] = np.lib.format.read_array(member, allow_pickle=False)
-    return arrays
 
 
 @dataclasses.dataclass(frozen=True)

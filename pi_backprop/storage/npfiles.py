@@ -10,18 +10,26 @@ import numpy as np
 from ..exc import DataError
 
 MAGIC = {"npy": b"\x93NUMPY", "npz": b"PK"}
+SNIFF_BYTES = 8  # enough to tell the kinds below apart
 
 
-def _what(start: bytes) -> str:
+def sniff(start: bytes) -> str:
+    """What a file's first ``SNIFF_BYTES`` say it is: "empty", "pickle" (protocol 2 to 5),
+    "npy", "npz" (any zip archive) or "other". The one place files are told apart by their
+    first bytes (users' arrays here, checkpoints in ``checkpoint``)."""
     if not start:
-        return "it is empty"
+        return "empty"
     if start[:1] == b"\x80" and start[1:2] in (b"\x02", b"\x03", b"\x04", b"\x05"):
-        return "it holds pickled Python data, refused: pickles can run code"
-    if start.startswith(MAGIC["npy"]):
-        return "it is a single .npy array"
-    if start.startswith(MAGIC["npz"]):
-        return "it is a zip archive, as .npz files are"
-    return "its first bytes are neither numpy's nor zip's"
+        return "pickle"
+    for kind, magic in MAGIC.items():
+        if start.startswith(magic):
+            return kind
+    return "other"
+
+
+_WHAT = {"empty": "it is empty", "pickle": "it holds pickled Python data, refused: pickles can run code",
+         "npy": "it is a single .npy array", "npz": "it is a zip archive, as .npz files are",
+         "other": "its first bytes are neither numpy's nor zip's"}
 
 
 def load_numpy(path, kind: str):
@@ -33,13 +41,14 @@ def load_numpy(path, kind: str):
     path = Path(path)
     try:
         with path.open("rb") as file:
-            start = file.read(8)
+            start = file.read(SNIFF_BYTES)
     except FileNotFoundError:
         raise DataError(f"{path}: no such file") from None
     except OSError as error:
         raise DataError(f"{path}: cannot be read: {error.strerror or error}") from None
-    if not start.startswith(MAGIC[kind]):
-        raise DataError(f"{path}: is not a .{kind} file ({_what(start)})")
+    found = sniff(start)
+    if found != kind:
+        raise DataError(f"{path}: is not a .{kind} file ({_WHAT[found]})")
     try:
         loaded = np.load(path, allow_pickle=False)
         if kind == "npy":

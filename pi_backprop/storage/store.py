@@ -28,9 +28,7 @@ and may lose only the last few samples; it saves the SD card an fsync per sample
 
 import dataclasses
 import json
-import os
 import sqlite3
-import tempfile
 import threading
 import time as _time
 from pathlib import Path
@@ -39,7 +37,7 @@ import numpy as np
 
 from .. import paths
 from ..exc import DataError, ShapeError
-from .checkpoint import fsync_directory
+from .atomic import atomic_write
 from .npfiles import load_numpy
 
 SCHEMA_VERSION = 1
@@ -483,35 +481,6 @@ class SampleStore:
             finally:
                 db.execute("COMMIT")
 
-    def batch(self, rng: np.random.Generator, batch_size: int, split: str = "train"):
-        """A class-balanced random batch: each row's class is drawn uniformly from the classes
-        that have samples in the split, then a sample of that class uniformly.
-
-        Returns x : float32, shape (batch_size, *sample_shape); y : int64, shape (batch_size,).
-        DataError if the split holds no labelled sample.
-        """
-        condition = self._split_condition(split) + " AND label IS NOT NULL"
-        with self._lock:
-            db = self._conn()
-            db.execute("BEGIN")
-            try:
-                rows = db.execute(f"SELECT label, id FROM samples WHERE {condition} ORDER BY label, id",
-                                  {"threshold": self._threshold}).fetchall()
-                if not rows:
-                    raise DataError(f"no labelled samples in the {split} split of {self.path}")
-                ids_by_label = {}
-                for label, sample_id in rows:
-                    ids_by_label.setdefault(label, []).append(sample_id)
-                labels = np.array(sorted(ids_by_label))
-                chosen_labels = rng.choice(labels, size=batch_size)
-                chosen_ids = [ids_by_label[label][rng.integers(len(ids_by_label[label]))]
-                              for label in chosen_labels]
-                samples = self._samples_by_id(db, sorted(set(chosen_ids)))
-            finally:
-                db.execute("COMMIT")
-        x = np.stack([samples[i] for i in chosen_ids])
-        return x, chosen_labels.astype(np.int64)
-
     def _samples_by_id(self, db, ids):
         found = {}
         for start in range(0, len(ids), 500):  # stay under old SQLite's 999-variable limit
@@ -696,23 +665,9 @@ def _fill_arrays(rows, count, shape):
 def write_npz(path, x, y, class_names) -> None:
     """Write ``x`` (float32 (N, ...)), ``y`` (int64 (N,)) and ``class_names`` to ``path``
     atomically: a temporary file in the same directory, fsync, rename, fsync the directory."""
-    path = Path(path)
-    directory = path.parent if str(path.parent) else Path(".")
-    fd, temp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=directory)
-    try:
-        with os.fdopen(fd, "wb") as file:
-            np.savez_compressed(file, x=np.asarray(x, dtype=np.float32), y=np.asarray(y, dtype=np.int64),
-                                class_names=np.array([str(n) for n in class_names], dtype=str))
-            file.flush()
-            os.fsync(file.fileno())
-        os.replace(temp, path)
-    except BaseException:
-        try:
-            os.unlink(temp)
-        except FileNotFoundError:
-            pass
-        raise
-    fsync_directory(directory)
+    with atomic_write(path) as file:
+        np.savez_compressed(file, x=np.asarray(x, dtype=np.float32), y=np.asarray(y, dtype=np.int64),
+                            class_names=np.array([str(n) for n in class_names], dtype=str))
 
 
 def read_npz(path):

@@ -164,25 +164,6 @@ def test_split_fraction(fraction):
     assert is_validation(8, fraction) == is_validation(15, fraction)
 
 
-def test_balanced_batches(store, rng):
-    store.add_samples(np.stack([tagged(0, n) for n in range(200)]), [0] * 200)
-    store.add_samples(np.stack([tagged(1, n) for n in range(8)]), [1] * 8)
-    store.add_sample(tagged(2, 0), None)
-    x, y = store.batch(rng, 2000, split="all")
-    assert x.shape == (2000, 4) and x.dtype == np.float32 and y.dtype == np.int64
-    assert set(np.unique(y)) == {0, 1}
-    assert 900 < np.sum(y == 1) < 1100                      # classes equally likely
-    np.testing.assert_array_equal(x[:, 0] // 1000, y)       # each row is a sample of its label
-    again_x, again_y = store.batch(np.random.default_rng(0), 2000, split="all")
-    np.testing.assert_array_equal(again_y, y)               # seeded: the same batch
-    np.testing.assert_array_equal(again_x, x)
-
-
-def test_batch_from_an_empty_split(store, rng):
-    with pytest.raises(DataError, match="no labelled samples in the train split"):
-        store.batch(rng, 4)
-
-
 def test_reader_beside_a_writer(store, tmp_path):
     store.add_sample(tagged(1, 0), 1)
     with SampleStore(store.path, readonly=True) as reader:
