@@ -22,6 +22,7 @@ from pathlib import Path
 from types import MappingProxyType
 
 from ..exc import ConfigError
+from ..storage.split import VALIDATION_FRACTION
 
 ADC_CHIPS = ("MCP3001", "MCP3002", "MCP3004", "MCP3008", "MCP3201", "MCP3202", "MCP3204",
              "MCP3208", "MCP3301", "MCP3302", "MCP3304")
@@ -130,7 +131,7 @@ SCHEMA = {
                                       "would otherwise wear the SD card", live=True, minimum=0),
         "keep": Key("int", 3, "checkpoints kept on disk (older ones are deleted)", live=True,
                     minimum=1, maximum=1000),
-        "validation_fraction": Key("float", 0.2, "share of samples held out for validation",
+        "validation_fraction": Key("float", VALIDATION_FRACTION, "share of samples held out for validation",
                                    minimum=0, maximum=0.9),
         "max_grad_norm": Key("float", 1000.0, "a gradient norm above this counts as divergence",
                              live=True, minimum=0.001),

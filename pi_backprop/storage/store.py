@@ -12,7 +12,7 @@ Samples are raw little-endian bytes with their shape and dtype (never pickled), 
 float32. One process writes (the service); any number read at the same time: the file is in
 WAL mode and readers open it read-only (``SampleStore(path, readonly=True)``).
 
-The train/validation split is a pure function of a sample's id (see ``is_validation``), so it
+The train/validation split is a pure function of a sample's id (``split``), so it
 stays put as samples come and go. Samples are kept in blocks of ``SPLIT_BLOCK`` consecutive
 ids: samples captured a second apart look alike, and keeping them on the same side keeps
 the validation score honest.
@@ -39,14 +39,13 @@ from .. import paths
 from ..exc import DataError, ShapeError
 from .atomic import atomic_write
 from .npfiles import load_numpy
+from .split import SQL_IS_VALIDATION, VALIDATION_FRACTION, threshold
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x70696270  # "pibp": marks the file as ours
 DEFAULT_FILENAME = "samples.db"
-SPLIT_BLOCK = 8
 MAX_METRIC_ROWS = 100_000
 BUSY_TIMEOUT = 10.0  # seconds a reader or writer waits for a lock before giving up
-_HASH = 2654435761  # Knuth's multiplicative hash: consecutive blocks spread evenly over [0, 2**32)
 
 _CREATE = """
 CREATE TABLE classes (
@@ -83,18 +82,7 @@ def default_store_path() -> Path:
     return paths.state_dir() / DEFAULT_FILENAME
 
 
-def is_validation(sample_id: int, fraction: float) -> bool:
-    """True if the sample with this id belongs to the validation split (``fraction`` in [0, 1))."""
-    return ((sample_id // SPLIT_BLOCK) * _HASH) % 2**32 < _threshold(fraction)
-
-
-def _threshold(fraction):
-    return int(round(fraction * 2**32))
-
-
-# The same rule in SQL (SQLite's integer division truncates like Python's for ids >= 0).
-_IS_VAL = f"(((id / {SPLIT_BLOCK}) * {_HASH}) % 4294967296) < :threshold"
-_SPLITS = {"train": f"NOT {_IS_VAL}", "val": _IS_VAL, "all": "1"}
+_SPLITS = {"train": f"NOT {SQL_IS_VALIDATION}", "val": SQL_IS_VALIDATION, "all": "1"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -147,7 +135,7 @@ class SampleStore:
     import`` bounds the store exactly as the service configured it.
     """
 
-    DEFAULTS = {"max_per_class": 500, "max_bytes": 100_000_000, "validation_fraction": 0.2}
+    DEFAULTS = {"max_per_class": 500, "max_bytes": 100_000_000, "validation_fraction": VALIDATION_FRACTION}
 
     def __init__(self, path=None, *, max_per_class: int | None = None, max_bytes: int | None = None,
                  validation_fraction: float | None = None, readonly: bool = False):
@@ -364,7 +352,7 @@ class SampleStore:
                 return self._enforce_limits(db)
 
     @staticmethod
-    def _check_settings(max_per_class, max_bytes, validation_fraction=0.2):
+    def _check_settings(max_per_class, max_bytes, validation_fraction=VALIDATION_FRACTION):
         if int(max_per_class) < 1 or int(max_bytes) < 1:
             raise DataError(f"store bounds must be positive, got max_per_class={max_per_class}, "
                             f"max_bytes={max_bytes}")
@@ -469,12 +457,12 @@ class SampleStore:
             db.execute("BEGIN")   # one read transaction: the count and the rows agree
             try:
                 params = {"threshold": self._threshold}
-                count, held_out = db.execute(f"SELECT count(*), total({_IS_VAL}) FROM samples "
+                count, held_out = db.execute(f"SELECT count(*), total({SQL_IS_VALIDATION}) FROM samples "
                                              "WHERE label IS NOT NULL", params).fetchone()
                 # Training rows first, then validation, filled straight into one array: the
                 # data are held once, not twice (a full store is ~100 MB; a Zero 2 W has 512 MB).
                 rows = db.execute(f"SELECT label, shape, dtype, data FROM samples WHERE label IS NOT NULL "
-                                  f"ORDER BY {_IS_VAL}, id", params)
+                                  f"ORDER BY {SQL_IS_VALIDATION}, id", params)
                 x, y = _fill_arrays(rows, count, self.sample_shape)
                 eval_mask = np.arange(len(y)) >= count - int(held_out)
                 return x, y, eval_mask
@@ -493,7 +481,7 @@ class SampleStore:
 
     @property
     def _threshold(self):
-        return _threshold(self.validation_fraction)
+        return threshold(self.validation_fraction)
 
     @staticmethod
     def _split_condition(split):

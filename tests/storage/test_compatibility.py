@@ -35,10 +35,8 @@ def test_an_old_checkpoint_verifies_and_predicts_as_it_did(written, backend):
     loaded = load_newest(checkpoint=written / "checkpoints")
     x = np.load(written / "inputs.npy")
     expected = np.load(written / "expected_predict.npy")
-    if backend == "numpy":
-        np.testing.assert_array_equal(loaded.model.predict(x), expected)
-    else:
-        np.testing.assert_allclose(loaded.model.predict(x), expected, rtol=1e-5, atol=1e-6)
+    # to rounding: another machine's BLAS (an ARM board's) sums in another order
+    np.testing.assert_allclose(loaded.model.predict(x), expected, rtol=1e-5, atol=1e-6)
 
 
 def test_training_resumes_from_an_old_checkpoint(written):

@@ -6,10 +6,10 @@ import numpy as np
 import pytest
 
 from pi_backprop.exc import DataError, ShapeError
+from pi_backprop.storage.split import is_validation
 from pi_backprop.storage.store import (
     SampleStore,
     default_store_path,
-    is_validation,
     read_dataset,
     read_npz,
     write_npz,
