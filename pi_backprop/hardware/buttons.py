@@ -35,7 +35,7 @@ class LabelButtons(Device):
     presses seen, the newest 500 to 1000); ``close()`` (idempotent). A context manager.
     """
 
-    device_name = "label buttons"
+    device_name, device_plural = "label buttons", True
 
     def __init__(self, pins, *, class_names=None, mode="hold", bounce_time=0.05, pull_up=True,
                  pin_factory=None, on_press=None):

@@ -13,6 +13,7 @@ class Device:
     """
 
     device_name = "device"
+    device_plural = False  # "the label buttons are closed"
     _closed = False
 
     @property
@@ -32,7 +33,7 @@ class Device:
 
     def _ensure_open(self) -> None:
         if self._closed:
-            raise DeviceClosed(f"the {self.device_name} is closed")
+            raise DeviceClosed(f"the {self.device_name} {'are' if self.device_plural else 'is'} closed")
 
     def __enter__(self):
         return self

@@ -129,7 +129,7 @@ class StatusLights(Device):
     ``describe()``; ``close()`` (idempotent; turns the LEDs off). A context manager.
     """
 
-    device_name = "status LEDs"
+    device_name, device_plural = "status LEDs", True
 
     def __init__(self, *, led=None, leds=None, rgb=None, class_leds=(), active_high=True,
                  on_change=None, pin_factory=None, time_scale=1.0):

@@ -1,4 +1,4 @@
-"""The train/validation split: one rule for the sample store and for data files.
+"""The sample store's train/validation split and the one default share held out.
 
 A sample is in the validation split when a hash of its id's block (``SPLIT_BLOCK``
 consecutive ids) falls in the lowest ``fraction`` of [0, 2**32). A pure function of the id,
@@ -15,8 +15,7 @@ _HASH = 2654435761  # Knuth's multiplicative hash: consecutive blocks spread eve
 
 def validation_mask(ids, fraction: float) -> np.ndarray:
     """bool, the shape of ``ids`` (ints >= 0): True for the ids in the validation split
-    (``fraction`` in [0, 1)). The one split rule: sample ids in the store, positions in a
-    data file (``datasets.held_out_mask``)."""
+    (``fraction`` in [0, 1))."""
     blocks = np.asarray(ids, dtype=np.uint64) // np.uint64(SPLIT_BLOCK)
     # (a·b mod 2**64) mod 2**32 = a·b mod 2**32: uint64 wrap-around changes nothing
     return (blocks * np.uint64(_HASH)) % np.uint64(2**32) < threshold(fraction)

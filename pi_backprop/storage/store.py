@@ -13,7 +13,7 @@ float32. One process writes (the service); any number read at the same time: the
 WAL mode and readers open it read-only (``SampleStore(path, readonly=True)``).
 
 The train/validation split is a pure function of a sample's id (``split``), so it
-stays put as samples come and go. Samples are kept in blocks of ``SPLIT_BLOCK`` consecutive
+stays put as samples come and go. Samples are kept in blocks of ``split.SPLIT_BLOCK`` consecutive
 ids: samples captured a second apart look alike, and keeping them on the same side keeps
 the validation score honest.
 
@@ -653,7 +653,7 @@ def _fill_arrays(rows, count, shape):
 def write_npz(path, x, y, class_names) -> None:
     """Write ``x`` (float32 (N, ...)), ``y`` (int64 (N,)) and ``class_names`` to ``path``
     atomically: a temporary file in the same directory, fsync, rename, fsync the directory."""
-    with atomic_write(path) as file:
+    with atomic_write(path, mode=0o600) as file:  # exports may hold camera frames
         np.savez_compressed(file, x=np.asarray(x, dtype=np.float32), y=np.asarray(y, dtype=np.int64),
                             class_names=np.array([str(n) for n in class_names], dtype=str))
 

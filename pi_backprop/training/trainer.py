@@ -225,12 +225,18 @@ class Trainer:
                        follows the new size); keep : checkpoints kept; max_grad_norm : the
                        divergence guard (None: off). Bad values raise ``ConfigError``.
         """
-        if lr is not None and not lr > 0:
-            raise ConfigError(f"lr must be > 0, got {lr!r}")
+        for key, value in (("lr", lr), ("momentum", momentum), ("weight_decay", weight_decay),
+                           ("max_grad_norm", None if max_grad_norm is _UNCHANGED else max_grad_norm)):
+            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
+                                      or not value >= 0 or key in ("lr", "max_grad_norm") and not value > 0):
+                raise ConfigError(f"{key} must be a number > {'0' if key in ('lr', 'max_grad_norm') else '= 0'}, "
+                                  f"got {value!r}")
+        batch_size = None if batch_size is None else _positive_int(batch_size, "batch_size")
+        keep = None if keep is None else _positive_int(keep, "keep")
         if batch_size is not None:
-            self.settings["batch_size"] = _positive_int(batch_size, "batch_size")
+            self.settings["batch_size"] = batch_size
         if keep is not None:
-            self.keep = _positive_int(keep, "keep")
+            self.keep = keep
         if max_grad_norm is not _UNCHANGED:
             self.max_grad_norm = None if max_grad_norm is None else float(max_grad_norm)
         if lr is not None:
@@ -344,7 +350,7 @@ class Trainer:
                 hook(report)
         if self.stop_event.is_set() and self.step < total_steps:
             stopped = True
-        if end_of_run and self.checkpoint_dir is not None and self.step != self._saved_step:
+        if end_of_run and self.checkpoint_dir is not None and self.unsaved_steps:
             written = self.save_checkpoint()
         return RunResult(self.step, total_steps, stopped, written, dict(self.metrics))
 

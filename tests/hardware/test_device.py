@@ -57,7 +57,8 @@ def test_use_after_close_raises_device_closed(kind, request):
     assert device.closed
     device.close()  # idempotent
     assert device.closed
-    with pytest.raises(DeviceClosed, match=f"^the {name} is closed$") as raised:
+    verb = "are" if name == "status LEDs" else "is"
+    with pytest.raises(DeviceClosed, match=f"^the {name} {verb} closed$") as raised:
         use(device)
     assert isinstance(raised.value, HardwareError)  # `except HardwareError` still catches it
 

@@ -39,6 +39,8 @@ def test_the_key_changes_with_every_engine_source_and_the_versions(tmp_path):
         seen.add(edited)
         path.write_bytes(original)
     assert cache.cache_key("0.68.1", copy) == key
+    (copy / ".#kernels.py").symlink_to(copy / "no-such-file")  # an editor's lock file: ignored
+    assert cache.cache_key("0.68.1", copy) == key
     (copy / "new_kernels.py").write_text("x = 1\n")  # a new file counts too
     assert cache.cache_key("0.68.1", copy) != key
 
@@ -67,8 +69,9 @@ def test_old_keys_are_pruned_and_nothing_else_is_touched(tmp_path):
 def test_an_unwritable_cache_is_one_warning_not_an_error(tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
-    cache.prepare(blocker / "kernels-0000000000000000")
+    assert cache.prepare(blocker / "kernels-0000000000000000") is False  # then jit caches nothing
     assert "not writable" in caplog.text
+    assert cache.prepare(tmp_path / "kernels-0000000000000000") is True
 
 
 def test_info_names_the_keyed_cache_folder(monkeypatch, tmp_path):

@@ -242,3 +242,18 @@ def test_a_zero_learning_rate_is_refused_before_the_directory_is_touched(tmp_pat
     with pytest.raises(ConfigError, match="lr must be > 0"):
         trainer(tmp_path / "run", lr=0.0)
     assert not (tmp_path / "run").exists()
+
+
+def test_reconfigure_checks_every_value_before_changing_any(tmp_path):
+    from pi_backprop.exc import ConfigError
+    definition = pb.load_definition("sensor_mlp")
+    with Trainer(definition, None, tmp_path / "ckpt", optimizer="sgd", lr=0.1, batch_size=8) as trainer:
+        for bad in ({"batch_size": 16, "keep": 0}, {"batch_size": 16, "lr": "0.1"}, {"batch_size": 16, "momentum": -1},
+                    {"batch_size": 16, "max_grad_norm": 0}):
+            with pytest.raises(ConfigError):
+                trainer.reconfigure(**bad)
+            assert trainer.settings["batch_size"] == 8 and trainer.optimizer.lr == 0.1
+        trainer.reconfigure(lr=0.05, momentum=0.5, batch_size=16, keep=2, max_grad_norm=None)
+        assert (trainer.optimizer.lr, trainer.optimizer.momentum) == (0.05, 0.5)
+        assert (trainer.settings["batch_size"], trainer.keep, trainer.max_grad_norm) == (16, 2, None)
+        assert trainer.unsaved_steps == 0

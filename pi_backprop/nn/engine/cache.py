@@ -41,7 +41,7 @@ def numba_version() -> str | None:
 
 def source_files(directory=SOURCES_DIR) -> list:
     """Every ``.py`` file numba may compile code from: the whole engine package, sorted."""
-    return sorted(Path(directory).rglob("*.py"))
+    return sorted(p for p in Path(directory).rglob("*.py") if p.is_file() and not p.name.startswith("."))
 
 
 def cache_key(numba_version: str, directory=SOURCES_DIR) -> str:
@@ -63,26 +63,31 @@ def kernel_cache_dir(numba_version: str, base=None) -> Path:
     return Path(base or numba_cache_dir()) / f"{PREFIX}{cache_key(numba_version)}"
 
 
-def prepare(directory: Path) -> None:
+def prepare(directory: Path) -> bool:
     """Create ``directory``, mark it used (its time stamp), and remove older keyed folders
-    beside it but the OTHERS_KEPT most recently used. Never fails: without a writable cache
-    numba compiles in memory, each process anew."""
+    beside it but the OTHERS_KEPT most recently used. False (after one warning) when it
+    cannot be written: then the caller must not cache at all, for numba would fall back to
+    an unkeyed folder of its own."""
     try:
         directory.mkdir(parents=True, exist_ok=True)
         os.utime(directory)
+        probe = directory / ".writable"
+        probe.touch()
+        probe.unlink()
     except OSError as error:
         _log.warning("kernel cache %s is not writable (%s): kernels compile anew in every process",
                      directory, error.strerror or error)
-        return
+        return False
     try:
         others = [p for p in directory.parent.iterdir()
                   if p != directory and _KEYED.match(p.name) and p.is_dir() and not p.is_symlink()]
     except OSError:
-        return
+        return True
     others.sort(key=_last_used, reverse=True)
     for stale in others[OTHERS_KEPT:]:
         shutil.rmtree(stale, ignore_errors=True)
         _log.info("removed the stale kernel cache %s", stale)
+    return True
 
 
 def _last_used(path):

@@ -12,14 +12,15 @@ import numba
 from .cache import kernel_cache_dir, numba_version, prepare
 
 CACHE_DIR = kernel_cache_dir(numba_version() or numba.__version__)
-prepare(CACHE_DIR)
+CACHING = prepare(CACHE_DIR)
 numba.config.CACHE_DIR = str(CACHE_DIR)
 
-# cache=True: compile once per machine, not per process. No parallel=True: it does not mix
-# with cache=True, and threads do not pay at these sizes.
+# cache: compile once per machine, not per process (off only where the keyed folder cannot
+# be written). No parallel=True: it does not mix with caching, and threads do not pay at
+# these sizes.
 # error_model="numpy": x / 0 gives inf or NaN, as numpy does, instead of a check and a
 # ZeroDivisionError per division, which kept every loop with a division from vectorising.
-jit = functools.partial(numba.njit, cache=True, nogil=True, error_model="numpy")
+jit = functools.partial(numba.njit, cache=CACHING, nogil=True, error_model="numpy")
 # For kernels whose inner loop is a sum (dot products, weight gradients): letting LLVM
 # reorder the sum (as BLAS does) is what vectorises it. Never "nnan"/"ninf": the NaN checks
 # and the divergence guard rely on NaN propagating.

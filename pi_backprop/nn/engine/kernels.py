@@ -93,10 +93,10 @@ from .ops.pool import _pool_backward, _pool_forward
 @jit_reduce
 def _inputs_bad(A, x, N, in_size, labels, targets, use_labels, K, training):
     """Check before any work and copy x into A (scratch). Returns a status code or 0.0.
-    Sizes first: a wrong one would read or write past the buffers (``fused`` checks shapes,
+    Sizes first: a wrong one would read or write past the buffers (``program`` checks shapes,
     but this is the last line). v·0 is 0 for a finite v and NaN for NaN or ±inf, so a sum of
-    them is one vectorised pass (a per-element isfinite with an early exit was 0.7 µs of W3's
-    13 µs step)."""
+    them is one vectorised pass (a per-element isfinite with an early exit was a noticeable
+    share of a small step)."""
     if x.size != N * in_size or N < 1:
         return BAD_INPUT
     if training and (labels.size != N if use_labels else targets.size != N * K):

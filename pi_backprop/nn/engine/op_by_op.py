@@ -27,7 +27,8 @@ def run(x, labels, targets, P, G, WF, WI, loss_kind, opt_kind, buf1, buf2):
             _run_handed_op(P, G, WF, WI)
             value = kf.run(x, labels, targets, P, G, WF, WI, loss_kind, opt_kind, buf1, buf2)
     finally:
-        WI[op.H_OP_BY_OP] = 0  # a workspace at rest refuses strided programs (BAD_PROGRAM)
+        # at rest: a direct call starts a fresh step, and refuses strided programs (BAD_PROGRAM)
+        WI[op.H_OP_BY_OP] = WI[op.H_PC] = 0
     return value
 
 

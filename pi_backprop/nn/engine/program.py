@@ -3,7 +3,7 @@ program that one compiled call runs end to end (forward, loss, backward, update)
 
 ``Sequential.train_step`` and ``Sequential.predict`` use it when the backend is numba and
 every layer, the loss and the optimizer are of the kinds below; otherwise they run layer
-by layer. Results equal the layer path's to rounding (tests/test_backend_parity.py).
+by layer. Results equal the layer path's to rounding (tests/nn/test_backend_parity.py).
 
 Validation stays at the boundary and raises the layer path's errors: shapes and dtypes are
 checked here before the call; NaN/inf and label ranges are checked by the kernel before it
@@ -62,7 +62,7 @@ def _op_by_op():
 class Program:
     """A model's layers as op-code rows, plus per-batch-size workspaces.
 
-    ops : int64 (layers, 21), columns as ``engine.kernels`` names them; sizes per sample.
+    ops : int64 (layers, 21), columns as ``opcodes`` names them; sizes per sample.
     """
 
     def __init__(self, model):
@@ -89,7 +89,7 @@ class Program:
             if isinstance(layer, L.Dense):
                 row[op.WOFF], row[op.BOFF] = offsets[id(layer)]
                 row[op.C], row[op.F] = layer.in_features, layer.out_features
-                if index > 0:  # room for Wᵀ, for dx (engine.kernels._dense_backward)
+                if index > 0:  # room for Wᵀ, for dx (ops.dense._dense_backward)
                     scratch = max(scratch, layer.in_features * layer.out_features)
             elif isinstance(layer, (L.Conv2D, L.MaxPool2D)):
                 row[op.C], row[op.H], row[op.W] = shape

@@ -2,7 +2,7 @@
 
 ``warmup_tasks(dtypes)`` lists what to compile as (label, callable) pairs; the caller runs
 and times them (``pi-backprop warmup``). Each callable runs kernels on tiny inputs, which
-compiles them into ``NUMBA_CACHE_DIR`` (or loads them from there when already cached).
+compiles them into the keyed cache folder (``cache``) or loads them from there.
 The signatures are those the layers and the fused step use: contiguous arrays of the
 model dtype, int64 labels and arg-maxes.
 """
