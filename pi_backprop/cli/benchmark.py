@@ -1,4 +1,4 @@
-"""The side-by-side benchmark of issue 3: pi-backprop (numba, numpy) against PyTorch CPU.
+"""The side-by-side benchmark: pi-backprop (numba, numpy) against PyTorch CPU.
 
 ``main()`` (``pi-backprop bench``, ``scripts/bench``) runs the measurements in child
 processes, so that thread limits are set before numpy/torch load and start-up and memory
@@ -30,7 +30,7 @@ import numpy as np
 # (workload, model, batches); SGD lr 0.01, float32, the model's own loss.
 WORKLOADS = [("W1", "sensor_mlp", (1, 16, 128)), ("W2", "camera_cnn", (1, 16, 64)), ("W3", "seed_mlp", (1, 32))]
 PREDICT_WORKLOADS = [("W1", "sensor_mlp"), ("W2", "camera_cnn")]
-# issue 3's targets: numba's speed-up over PyTorch (time ratio), single thread.
+# the speed targets: numba's speed-up over PyTorch (time ratio), single thread.
 TARGETS = {("W1", 1): 50, ("W1", 16): 20, ("W1", 128): 5, ("W2", 1): 5, ("W2", 16): 1.5, ("W2", 64): 1.2,
            ("W3", 1): 10, ("W3", 32): 3}
 THREAD_VARIABLES = ("OMP_NUM_THREADS", "OPENBLAS_NUM_THREADS", "MKL_NUM_THREADS", "NUMBA_NUM_THREADS")

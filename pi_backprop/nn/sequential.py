@@ -172,7 +172,7 @@ class Sequential:
 
     def _fused_program_or_none(self):
         """The compiled-program path of the numba backend, when it applies to this model."""
-        # the attribute first, get_backend() only until a backend is chosen: ~0.1 µs a step
+        # the attribute first, get_backend() only until a backend is chosen (it shows in a small step)
         if (_backend.current or get_backend()) != "numba" or self.input_shape is None:
             return None
         program = self._fused_program

@@ -6,7 +6,7 @@ Why: a small network spends most of a layer-by-layer step calling kernels from P
 whole step is one call.
 
 Buffers (all 1-D, batch-major, offsets in elements). A batch size's workspace is two
-arrays, so that a call passes few arguments (numba unboxes each array argument, ~40 ns):
+arrays, so that a call passes few arguments (numba unboxes each array argument anew):
     WI      int64: [header (HEADER slots, named H_* in ``opcodes``) | ops | IDX]
     WF      the model dtype: [S | A | D | X], where the header says each region starts and
             ends (``program.Program.workspace`` lays them out, aligned; ``views`` cuts them apart)

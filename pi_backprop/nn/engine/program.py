@@ -23,7 +23,7 @@ _KINDS = {L.Dense: op.DENSE, L.Conv2D: op.CONV, L.MaxPool2D: op.POOL, L.Flatten:
           L.ReLU: op.RELU, L.Sigmoid: op.SIGMOID, L.Tanh: op.TANH}
 _LOSSES = {SoftmaxCrossEntropy: op.SOFTMAX_CE, MSELoss: op.MSE}
 _OPTIMIZERS = {SGD: op.SGD_UPDATE, Adam: op.ADAM_UPDATE}
-_INT64 = np.dtype(np.int64)  # comparing with a dtype, not a type, saves ~0.2 µs a step
+_INT64 = np.dtype(np.int64)  # comparing with a dtype is faster than with a type
 _WORKSPACES_KEPT = 3  # batch sizes with a live workspace: training, last partial batch, predict
 # The one rule for BLAS: a dense product of at least this many multiply-adds runs faster
 # through numpy's matmul (BLAS) than through the engine's hand loops, whose lower overhead
@@ -43,7 +43,7 @@ _modules = {}
 
 
 def _kernels():
-    # Cached: an import statement costs ~0.5 µs a call, 7% of a W1 batch-1 step.
+    # Cached: an import statement per call would be a visible share of a small step.
     module = _modules.get("kernels")
     if module is None:
         from . import kernels as module
@@ -174,8 +174,8 @@ class Program:
         return space
 
     # -- entry points (the caller checked the backend and the model) ----------------------
-    # Per call, these run in about 1 µs of Python: a W1 step at batch 1 is ~4 µs in all, so
-    # every attribute lookup shows. Hence the fast checks first and the lookups cached.
+    # The Python here is a large share of a small model's step (BENCHMARKS.md), so every
+    # attribute lookup shows: hence the fast checks first and the lookups cached.
 
     def train_step(self, model, x, t, loss, optimizer):
         """One fused step; returns the loss, or None when loss or optimizer is not supported."""
@@ -199,7 +199,7 @@ class Program:
         WF, WI, _, S, runner = self._workspaces.get(N) or self.workspace(N)
         if self._opt_kind == 1:
             hyper = (optimizer.lr, optimizer.momentum, optimizer.weight_decay)
-            if self._sgd_hyper.get(N) != hyper:  # a numpy slice assignment costs ~1 µs
+            if self._sgd_hyper.get(N) != hyper:  # a numpy slice assignment is slow next to a small step
                 S[2:5] = hyper
                 self._sgd_hyper[N] = hyper
             # looked up on every call: a user may replace a buffer (to reset momentum, say)

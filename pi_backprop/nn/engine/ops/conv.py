@@ -37,7 +37,7 @@ def _im2col(x, kh, kw, sh, sw, ph, pw, cols):
                 for oh in range(OH):
                     ih = oh * sh + i - ph
                     out = row[oh * OW:(oh + 1) * OW]
-                    # explicit loops: numba's slice fill out[a:b] = 0 costs ~10 ns a call
+                    # explicit loops: numba's slice fill out[a:b] = 0 has a set-up cost per call
                     if ih < 0 or ih >= H:
                         for q in range(OW):
                             out[q] = 0
@@ -193,7 +193,7 @@ def _conv_forward_wide(A, xo, yo, X, co, so, P, wo, bo, N, C, H, W, F, OH, OW, k
                     top, k0 = (c * Hp + i) * Wp, (c * kh + i) * kw
                     j = 0
                     # three taps of a kernel row per pass: y loaded and stored once per three
-                    # multiply-adds, not per one (W2's second convolution: 10.5 -> 6 µs)
+                    # multiply-adds, not per one (BENCHMARKS.md: second round)
                     while fb == 4 and j + 3 <= kw:
                         s0, s1, s2, k = xp[top + j:], xp[top + j + 1:], xp[top + j + 2:], k0 + j
                         a0, a1, a2 = Wk[f, k], Wk[f, k + 1], Wk[f, k + 2]

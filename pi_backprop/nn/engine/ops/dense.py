@@ -49,7 +49,7 @@ def _dense_forward(A, xo, yo, P, wo, bo, N, I, O):
                 y3[o] += d * w
         n += 4
     # The last N mod 4 samples: four rows of W at a time, so that y is loaded and stored
-    # once per four rows, not once per row (W3's first layer at batch 1: 3.3 µs, not 4.8).
+    # once per four rows, not once per row.
     for n in range(n, N):
         yn, xn = y[n], x[n]
         i = 0
@@ -142,9 +142,9 @@ def _dense_backward(A, xo, P, wo, G, bo, D, do, dxo, X, so, N, I, O, need_dx):
         return
     # From four samples on: dx_n = Σ_o δ[n, o] · Wᵀ_o, runs over contiguous rows of a copy of
     # Wᵀ, four samples per pass. A dot product per element ends in a horizontal sum, which
-    # took most of W1's backward at batch 16 (and 40 µs of W2's at batch 16: 784 x 10).
+    # took most of a small dense backward from batch 16 on.
     # The loop nest is _dense_forward's; a shared inline="always" helper for both measured
-    # ~3% slower on W1 at batch 1, so it is written out twice.
+    # slower on small layers (BENCHMARKS.md), so it is written out twice.
     WT = X[so:so + O * I].reshape(O, I)
     for i in range(I):
         Wi = Wm[i]

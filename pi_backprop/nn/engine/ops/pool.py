@@ -19,7 +19,7 @@ def _pool_forward(A, xo, yo, IDX, ao, N, C, H, W, OH, OW, kh, kw, sh, sw):
 @jit_inline
 def _pool_plane_2x2(x, y, arg):
     """2x2 windows, stride 2: compare-and-select without branches, which random data would
-    mispredict half the time (8x slower). Returns True when x holds a NaN (result unusable)."""
+    mispredict half the time. Returns True when x holds a NaN (result unusable)."""
     OH, OW = y.shape
     nan = False
     for oh in range(OH):
