@@ -12,6 +12,8 @@ touches anything, and on a failure the layer path's own validators produce the m
 This module imports no numba; ``engine.kernels`` is imported on first use.
 """
 
+import importlib
+
 import numpy as np
 
 from .. import layers as L
@@ -40,22 +42,16 @@ def blas_pays(multiply_adds: int) -> bool:
 
 
 _modules = {}
+# the optimizer's hyper-parameter slots in S, as plain globals (read on every step)
+_SGD_SLOTS = slice(op.S_HYPER, op.S_HYPER + 3)
+_ADAM_SLOTS = slice(op.S_HYPER, op.S_HYPER + 8)
 
 
-def _kernels():
-    # Cached: an import statement per call would be a visible share of a small step.
-    module = _modules.get("kernels")
+def _engine_module(name):
+    """``kernels`` or ``op_by_op``, imported on first use (they import numba), then kept."""
+    module = _modules.get(name)
     if module is None:
-        from . import kernels as module
-        _modules["kernels"] = module
-    return module
-
-
-def _op_by_op():
-    module = _modules.get("op_by_op")
-    if module is None:
-        from . import op_by_op as module
-        _modules["op_by_op"] = module
+        module = _modules[name] = importlib.import_module(f"{__package__}.{name}")
     return module
 
 
@@ -168,7 +164,7 @@ class Program:
             S = WF[:op.S_SIZE]
             S[op.S_N], S[op.S_ONE] = N, 1
             op_by_op = self.has_strided_conv or self.prefers_blas(N)
-            runner = _op_by_op().run if op_by_op else _kernels().run
+            runner = _engine_module("op_by_op" if op_by_op else "kernels").run
             space = (WF, WI, WF[a0:a1], S, runner)
             self._workspaces[N] = space
         return space
@@ -197,17 +193,17 @@ class Program:
         else:  # other dtypes or shapes: the layer path's checks convert, or raise its errors
             labels, targets = self._checked_targets(model, x, t_array, loss)
         WF, WI, _, S, runner = self._workspaces.get(N) or self.workspace(N)
-        if self._opt_kind == 1:
+        if self._opt_kind == op.SGD_UPDATE:
             hyper = (optimizer.lr, optimizer.momentum, optimizer.weight_decay)
             if self._sgd_hyper.get(N) != hyper:  # a numpy slice assignment is slow next to a small step
-                S[2:5] = hyper
+                S[_SGD_SLOTS] = hyper
                 self._sgd_hyper[N] = hyper
             # looked up on every call: a user may replace a buffer (to reset momentum, say)
             buf1, buf2 = optimizer.buffers["velocity"], self._no_buffer
         else:
             step = optimizer.step_count + 1
             b1, b2 = optimizer.beta1, optimizer.beta2
-            S[2:10] = optimizer.lr, b1, 1 - b1, b2, 1 - b2, 1 - b1 ** step, 1 - b2 ** step, optimizer.eps
+            S[_ADAM_SLOTS] = optimizer.lr, b1, 1 - b1, b2, 1 - b2, 1 - b1 ** step, 1 - b2 ** step, optimizer.eps
             self._sgd_hyper.pop(N, None)
             buffers = optimizer.buffers
             buf1, buf2 = buffers["m"], buffers["v"]
