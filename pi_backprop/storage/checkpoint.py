@@ -209,6 +209,29 @@ def prune(directory, keep: int, newest: Path) -> list:
     return doomed
 
 
+SET_ASIDE = "rolled-back"   # the folder, inside the checkpoint directory, of files rolled back from
+
+
+def set_aside(directory, after_step: int, keep: int = DEFAULT_KEEP) -> list:
+    """Move the checkpoints with a step above ``after_step`` into ``directory/rolled-back/``,
+    so that a restart resumes the step rolled back to; the newest ``keep`` files there are
+    kept (a user may move one back). Returns the new paths."""
+    directory = Path(directory)
+    newer = [p for p in checkpoint_files(directory) if step_of(p) > after_step]
+    if not newer:
+        return []
+    aside = directory / SET_ASIDE
+    aside.mkdir(exist_ok=True)
+    moved = []
+    for path in newer:
+        os.replace(path, aside / path.name)
+        moved.append(aside / path.name)
+    fsync_directory(directory)
+    for path in checkpoint_files(aside)[keep:]:
+        _remove_quietly(path)
+    return moved
+
+
 def _remove_quietly(path):
     try:
         os.unlink(path)
@@ -457,14 +480,16 @@ class ScanResult:
     files: int          # checkpoint files seen
 
 
-def find_latest(directory, definition: ModelDefinition | None = None, dtype=None) -> ScanResult:
-    """The newest intact checkpoint in ``directory`` that fits ``definition``.
+def find_latest(directory, definition: ModelDefinition | None = None, dtype=None, *,
+                at_most: int | None = None) -> ScanResult:
+    """The newest intact checkpoint in ``directory`` that fits ``definition`` (and whose step
+    is at most ``at_most``, if given).
 
     Damaged files are skipped with a warning naming the file and why. A refused file (pickled,
     unknown version, another model) raises ``CheckpointRefused``: it means the directory is
     not this run's. Files exist but none is intact: ``CheckpointError``.
     """
-    files = checkpoint_files(directory)
+    files = [p for p in checkpoint_files(directory) if at_most is None or step_of(p) <= at_most]
     skipped = []
     for path in files:
         try:

@@ -4,7 +4,6 @@ one SQLite file, bounded so that an SD card never fills.
     with SampleStore(path, max_per_class=500, max_bytes=100_000_000) as store:
         store.set_class_names(["still", "walking", "tapping", "shaking"])
         store.add_sample(x, label=2, source="sensor")          # x: any numeric array
-        x, y = store.batch(rng, 32)                            # class-balanced, training split
         xv, yv = store.load_arrays("val")
         store.record_metrics(step=40, loss=0.31, accuracy=0.88)
 
@@ -489,6 +488,11 @@ class SampleStore:
             return _SPLITS[split]
         except KeyError:
             raise DataError(f"split must be train, val or all, got {split!r}") from None
+
+    def delete_sample(self, sample_id: int) -> bool:
+        """Delete the sample with this id (a mislabelled one); True if it was there."""
+        with self._lock, self._write() as db:
+            return db.execute("DELETE FROM samples WHERE id = ?", (int(sample_id),)).rowcount > 0
 
     def clear(self, *, classes: bool = False) -> int:
         """Delete every sample and metric (and the class names if ``classes``); returns samples deleted."""

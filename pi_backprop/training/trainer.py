@@ -21,7 +21,7 @@ from pathlib import Path
 
 import numpy as np
 
-from ..exc import CheckpointError, ConfigError, DivergenceError
+from ..exc import CheckpointError, CheckpointWriteError, ConfigError, DivergenceError
 from ..nn.optim import OPTIMIZERS
 from ..storage import checkpoint as ckpt
 
@@ -415,25 +415,37 @@ class Trainer:
         self.last_checkpoint, self._saved_step = path, self.step
         return path
 
-    def restore(self):
+    def restore(self, step: int | None = None):
         """Go back to the newest intact checkpoint (or the initial weights if there is none).
 
-        For recovery after ``DivergenceError``. The learning rate in use is kept if it was
-        lowered since; returns the ``CheckpointInfo`` restored from, or None.
+        For recovery after ``DivergenceError``, or a user's roll back: with ``step``, to the
+        newest checkpoint at or before it, and the newer checkpoint files are set aside
+        (``checkpoint.set_aside``) so that a restart resumes here too. The learning rate in use
+        is kept if it was lowered since; returns the ``CheckpointInfo`` restored from, or None.
         """
+        info = None
+        if self.checkpoint_dir is not None:
+            info = ckpt.find_latest(self.checkpoint_dir, self.definition, self.model.dtype, at_most=step).latest
+        if step is not None:
+            if info is None:
+                kept = ", ".join(str(ckpt.step_of(p)) for p in ckpt.checkpoint_files(self.checkpoint_dir or "."))
+                raise CheckpointError(f"no checkpoint at or before step {step} to go back to "
+                                      f"(steps kept: {kept or 'none'})")
+            try:   # before anything changes, so that a failing disk leaves the trainer as it was
+                ckpt.set_aside(self.checkpoint_dir, info.step, self.keep)
+            except OSError as error:
+                raise CheckpointWriteError(f"cannot set aside the checkpoints after step {info.step} in "
+                                           f"{self.checkpoint_dir}: {error.strerror or error}", error.errno) from None
         lr = self.optimizer.lr
         fresh = self.definition.build(seed=self.settings["seed"], dtype=self.model.dtype)
         self.model.parameter_vector[...] = fresh.parameter_vector
         for buffer in self.optimizer.buffers.values():
             buffer[...] = 0
         self.optimizer.step_count, self.step = 0, 0
-        info = None
-        if self.checkpoint_dir is not None:
-            info = ckpt.find_latest(self.checkpoint_dir, self.definition, self.model.dtype).latest
-            if info is not None:
-                ckpt.load_into(info, self.model, self.optimizer)
-                self.step = info.step
-                self.metrics = dict(info.header.get("metrics", {}))
+        if info is not None:
+            ckpt.load_into(info, self.model, self.optimizer)
+            self.step = info.step
+            self.metrics = dict(info.header.get("metrics", {}))
         self.optimizer.lr = min(lr, self.optimizer.lr)
         self._saved_step = self.step
         return info

@@ -386,6 +386,22 @@ def test_scan_of_empty_or_missing_directory(tmp_path):
     assert ckpt.find_latest(tmp_path / "nope").latest is None
 
 
+def test_scan_at_most_a_step_and_set_aside_what_is_newer(tmp_path):
+    definition, model, opt = trained()
+    for step in (10, 20, 30, 40):
+        ckpt.save_checkpoint(tmp_path, model, opt, step, keep=10)
+    assert ckpt.find_latest(tmp_path, definition, at_most=35).latest.step == 30
+    assert ckpt.find_latest(tmp_path, definition, at_most=9).latest is None
+    moved = ckpt.set_aside(tmp_path, after_step=20, keep=1)
+    assert [p.name for p in moved] == ["ckpt-00000040.npz", "ckpt-00000030.npz"]   # newest first
+    assert [p.name for p in ckpt.checkpoint_files(tmp_path)] == ["ckpt-00000020.npz", "ckpt-00000010.npz"]
+    aside = tmp_path / ckpt.SET_ASIDE
+    assert [p.name for p in ckpt.checkpoint_files(aside)] == ["ckpt-00000040.npz"]   # only the newest kept
+    assert ckpt.verify_checkpoint(aside / "ckpt-00000040.npz").step == 40            # moved intact
+    assert ckpt.find_latest(tmp_path, definition).latest.step == 20
+    assert ckpt.set_aside(tmp_path, after_step=20) == []
+
+
 # -- the command ------------------------------------------------------------------------------
 
 

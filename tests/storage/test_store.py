@@ -238,6 +238,14 @@ def test_stats(store):
     assert stats.data_bytes == 41 * 16 and stats.file_bytes > stats.data_bytes
 
 
+def test_delete_sample_removes_one_sample_from_the_file(store, tmp_path):
+    ids = [store.add_sample(tagged(label, n), label, "test") for n, label in enumerate((0, 1, 1))]
+    assert store.delete_sample(ids[1]) is True
+    assert store.delete_sample(ids[1]) is False
+    with SampleStore(tmp_path / "samples.db", readonly=True) as reader:
+        x, y = reader.load_arrays("all")
+    assert sorted(y.tolist()) == [0, 1] and 1001 not in x[:, 0].tolist()
+
 def test_clear(store):
     store.add_sample(tagged(0, 0), 0)
     store.record_metrics(1, 0.5)

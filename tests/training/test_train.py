@@ -156,6 +156,22 @@ def test_divergence_raises_writes_nothing_bad_and_restores(tmp_path):
         assert np.isfinite(t.model.parameter_vector).all()
 
 
+def test_restore_to_a_step_goes_back_and_a_restart_resumes_there(tmp_path):
+    with trainer(tmp_path / "straight", keep=10) as straight:
+        straight.run(15)
+        expected = state(straight)
+    directory = tmp_path / "rolled"
+    with trainer(directory, keep=10) as t:
+        t.run(30)
+        with pytest.raises(CheckpointError, match=r"no checkpoint at or before step 3 .*steps kept: 30, 25, 20"):
+            t.restore(3)
+        assert t.step == 30                                   # a refused roll back changes nothing
+        info = t.restore(17)
+        assert info.step == 15 and t.step == 15 and state(t) == expected
+        assert [ckpt.step_of(p) for p in ckpt.checkpoint_files(directory)][0] == 15
+    with trainer(directory, keep=10) as t:
+        assert t.resumed_from.step == 15
+
 def test_gradient_norm_guard(tmp_path):
     with trainer(None, max_grad_norm=1e-9) as t:
         with pytest.raises(DivergenceError, match="gradient norm .* exceeds 1e-09"):
