@@ -73,3 +73,7 @@ class DivergenceError(PiBackpropError, ArithmeticError):
 
 class DeviceClosed(HardwareError):
     """A camera, sensor, LED or button was used after ``close()``."""
+
+
+class CommandError(PiBackpropError, ValueError):
+    """A command sent to the service is unknown, has bad arguments, or cannot be carried out now."""

@@ -38,21 +38,28 @@ class Sample:
 
 class SimulatedOperator:
     """Stands in for a person at the label buttons: shows each class to the simulated source
-    for ``hold`` captures in turn, holding that class's button (a mock pin) meanwhile, or
-    labelling directly when no buttons are wired."""
+    for ``hold`` captures in turn, holding that class's button (a mock pin) meanwhile, or,
+    when no buttons are wired, holding its label through ``commands`` (``label_start``) as a
+    person at the web page would.
 
-    def __init__(self, source, num_classes, *, buttons=None, button_pins=None, hold=4, seed=0):
+    ``label()`` is the label it means for the capture just made (None when not ``enabled``).
+    """
+
+    SOURCE = "simulated operator"
+
+    def __init__(self, source, num_classes, *, buttons=None, button_pins=None, hold=4, seed=0, commands=None):
         self.source, self.num_classes, self.hold = source, num_classes, hold
-        self.buttons, self.button_pins = buttons, button_pins or {}
+        self.buttons, self.button_pins, self.commands = buttons, button_pins or {}, commands
         self._rng = np.random.default_rng((seed, 0x0BE7))
         self._count, self._showing, self._pressed = 0, None, None
         self.enabled = True
 
     def before_capture(self):
-        """Choose what is shown next, and press its button."""
+        """Choose what is shown next, and press its button (or send its label)."""
         if not self.enabled:
             self._release()
             self.source.show(None)
+            self._send(None)
             return
         if self._count % self.hold == 0:
             self._showing = int(self._rng.integers(self.num_classes))
@@ -62,6 +69,7 @@ class SimulatedOperator:
             if pin is not None:
                 pin.drive_low()            # buttons are wired to ground: pressed is low
                 self._pressed = pin
+            self._send(self._showing)
         self._count += 1
 
     def label(self):
@@ -71,6 +79,14 @@ class SimulatedOperator:
         if self.buttons is not None:
             return self.buttons.take_label()
         return self._showing
+
+    def _send(self, label):
+        if self.commands is None or self.buttons is not None:
+            return
+        if label is None:
+            self.commands.submit("label_stop", source=self.SOURCE)
+        else:
+            self.commands.submit("label_start", label=label, source=self.SOURCE)
 
     def _release(self):
         if self._pressed is not None:

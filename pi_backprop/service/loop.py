@@ -8,6 +8,11 @@ warmed) ends with ``READY=1``. The main thread trains in short bursts between sa
 (which a capture thread queues), checkpoints every K steps or T seconds, predicts every
 new sample, and pings the systemd watchdog. SIGTERM/SIGINT finish the current step, write
 a checkpoint and return; SIGHUP reloads what the config allows to change live.
+
+Two seams, for every client alike (buttons, signals, the terminal, the web page, MQTT):
+``service.commands`` takes commands in (``commands.COMMANDS``), and ``service.events``
+sends events out (``events.KINDS``). The status LEDs, the class LEDs and the JSON-lines
+file are listeners of those events too.
 """
 
 import contextlib
@@ -30,8 +35,11 @@ from ..training.datasets import Dataset
 from ..training.inference import confidences
 from ..training.trainer import DivergenceError, Trainer
 from .capture import Capture, SimulatedOperator, check_pins_for_classes, open_source
+from .commands import Commands
 from .config import NO_PIN, diff_live, load_config
-from .predictions import PredictionReporter
+from .events import EventBus
+from .labelling import Labelling
+from .predictions import PredictionReporter, prediction
 from .sdnotify import Notifier
 
 _log = logging.getLogger(__package__)  # "pi_backprop.service", the name the journal has always shown
@@ -41,6 +49,7 @@ MIN_VALIDATION = 30          # validation samples before --until-accuracy may en
 EVAL_SECONDS = 2.0           # evaluate at most this often (and at every checkpoint)
 ACCURACY_SAMPLE = 256        # training samples scored for the train-accuracy curve
 ERROR_SECONDS = 10.0         # the error pattern stays this long after a part failed, to be seen
+LIGHTS_FOR_STATE = {"paused": "idle", "stopping": "idle"}   # else the status LEDs show the state's name
 
 
 def balanced_index(train_index, labels) -> np.ndarray:
@@ -60,7 +69,11 @@ class Service:
     until_accuracy, max_seconds : end ``run()`` when the validation accuracy reaches it, or
                    after that many seconds of running (the desktop demo); None: never
     notifier     : ``sdnotify.Notifier`` (default: from ``$NOTIFY_SOCKET``)
-    on_light     : callable(state, text) told of every status-light change (the terminal)
+    on_light     : callable(state, text) told of every status-light change (the terminal);
+                   the same as subscribing to ``lights`` events
+
+    ``commands`` (``commands.Commands``) and ``events`` (``events.EventBus``) are the
+    interface for clients; ``state`` is the state last published.
     """
 
     def __init__(self, config, *, config_path=None, simulate=False, state_dir=None, until_accuracy=None,
@@ -68,7 +81,6 @@ class Service:
         self.config, self.config_path, self.simulate = config, config_path, simulate
         self.until_accuracy, self.max_seconds = until_accuracy, max_seconds
         self.notifier = notifier if notifier is not None else Notifier()
-        self.on_light = on_light
         self.backend_chosen = backend_chosen   # --backend given: it wins over model.backend
         self.metrics = {}
         self.stop_event = stop_event or threading.Event()
@@ -76,12 +88,17 @@ class Service:
         self.checkpoint_dir = self.state_dir / "checkpoints"
         self.definition = load_definition(config.model.name)
         check_pins_for_classes(config, self.definition)
+        self.events = EventBus()
+        if on_light is not None:
+            self.events.subscribe(lambda event: on_light(event.data["state"], event.data["text"]), "lights")
+        self.commands = Commands(self.definition.classes)
+        self.labelling = Labelling(self.definition.classes)
         self._stack = contextlib.ExitStack()
-        self._reload_requested = False
         self.trainer = self.store = self.lights = self.capture = self.operator = self.buttons = None
+        self.state = None
         self.training_stopped = False
+        self.paused = False
         self._error_until = -math.inf    # monotonic time until which the LEDs show "error"
-        self._shown = None               # the LED state last asked for (a flash returns to it)
         self._logged_light = None
         self._last_ping = -math.inf
         self._trained_yet = False
@@ -103,6 +120,7 @@ class Service:
 
     def close(self):
         """Close hardware, store and trainer (idempotent)."""
+        self.commands.close()
         if self.capture is not None:
             self.stop_event.set()
             self.capture.join()
@@ -122,7 +140,8 @@ class Service:
             raise ConfigError(f"cannot create the state directory {self.state_dir}: {error.strerror or error}; "
                               "give a writable one with --state-dir or service.state_dir") from None
         self.lights = self._stack.enter_context(self._open_lights())
-        self.lights.set_state("starting")
+        self.events.subscribe(self._show_state, ("state", "checkpoint"))
+        self._publish_state("starting")
         store_path = Path(config.store.path) if config.store.path else self.state_dir / "samples.db"
         from ..storage.store import SampleStore
         self.store = self._stack.enter_context(SampleStore(
@@ -137,18 +156,21 @@ class Service:
                                       stop_event=self.stop_event)
         buttons, button_pins = self._open_buttons()
         self.buttons = buttons
-        labeller = buttons.take_label if buttons is not None else (lambda: None)
         if simulated is not None and config.labels.simulated:
             self.operator = SimulatedOperator(simulated, len(definition.classes), buttons=buttons,
-                                              button_pins=button_pins, seed=config.model.seed)
+                                              button_pins=button_pins, seed=config.model.seed,
+                                              commands=self.commands)
             self._stack.callback(self.operator.close)
-            labeller = self.operator.label
         self.trainer = self._stack.enter_context(self._make_trainer())
         self.reporter = PredictionReporter(definition.classes, jsonl=config.predict.jsonl,
                                            max_bytes=config.predict.jsonl_max_bytes,
-                                           log_all=config.predict.log_all, lights=self.lights)
+                                           log_all=config.predict.log_all)
+        self.events.subscribe(self.reporter.on_event, "prediction")
+        self.events.subscribe(lambda event: self.lights.show_prediction(event.data["index"]), "prediction")
+        self._handle_commands()
         self._warm_up()
-        self.capture = Capture(read, labeller, interval=config.source.interval, stop_event=self.stop_event,
+        self.capture = Capture(read, self.labelling.take, interval=config.source.interval,
+                               stop_event=self.stop_event,
                                before=self.operator.before_capture if self.operator else None,
                                shown=(lambda: simulated.last_label) if simulated is not None else None)
 
@@ -166,7 +188,7 @@ class Service:
         class_leds = [None if pin == NO_PIN else pin for pin in lights.class_pins]
         factory = self._pin_factory() if wiring or any(p is not None for p in class_leds) else None
         return StatusLights(**wiring, class_leds=class_leds, active_high=lights.active_high,
-                            on_change=self._light_changed, pin_factory=factory)
+                            on_change=self._lights_changed, pin_factory=factory)
 
     def _pin_factory(self):
         from ..hardware.pins import pin_factory, reset_pin_factory
@@ -176,7 +198,10 @@ class Service:
         return factory
 
     def _open_buttons(self):
-        """(LabelButtons or None, {class index: mock pin} for the simulated operator)."""
+        """(LabelButtons or None, {class index: mock pin} for the simulated operator).
+
+        The buttons are a client like any other: a press in ``press`` mode sends
+        ``label_next``; in ``hold`` mode the labelling reads them at each capture."""
         labels = self.config.labels
         if not labels.pins:
             return None, {}
@@ -184,9 +209,15 @@ class Service:
 
         factory = self._pin_factory()
         pins = [None if pin == NO_PIN else pin for pin in labels.pins]
+
+        def pressed(index):
+            if buttons.mode == "press":
+                self.commands.submit("label_next", label=index, source="buttons")
+
         buttons = self._stack.enter_context(LabelButtons(
             pins, class_names=self.definition.classes, mode=labels.mode, bounce_time=labels.bounce_time,
-            pull_up=labels.pull_up, pin_factory=factory))
+            pull_up=labels.pull_up, pin_factory=factory, on_press=pressed))
+        self.labelling.add_level(lambda: buttons.take_label() if buttons.mode == "hold" else None)
         mock = {}
         if hasattr(factory, "reset"):  # gpiozero's MockFactory: the operator may press them
             mock = {index: factory.pin(pin) for index, pin in enumerate(pins) if pin is not None}
@@ -236,8 +267,7 @@ class Service:
         _log.info("ready: %s on %s, state in %s", self.definition.name,
                   "simulated hardware" if self.simulate else self.config.source.kind, self.state_dir)
         while not self.stop_event.is_set():
-            if self._reload_requested:
-                self._reload()
+            self.commands.run_queued()
             got_samples = self._take_samples()
             trained = self._train_burst()
             self._checkpoint_if_due()
@@ -263,18 +293,21 @@ class Service:
     def _handle_sample(self, sample):
         model = self.trainer.model
         scores = confidences(model.predict(sample.x[None]), self.definition.loss)[0]
-        self.reporter.report(sample, scores, self.trainer.step)
+        self.events.publish("prediction", **prediction(sample, scores, self.trainer.step, self.definition.classes))
         if sample.label is None and not self.config.store.keep_unlabelled:
             return
+        source = "simulated" if self.simulate else self.config.source.kind
         try:
-            self.store.add_sample(sample.x, sample.label, "simulated" if self.simulate else self.config.source.kind,
-                                  time=sample.time)
+            sample_id = self.store.add_sample(sample.x, sample.label, source, time=sample.time)
         except DataError as error:       # disk full, database locked: keep going, say so
             _log.warning("sample not stored: %s", error)
-            self._part_failed()
+            self._part_failed("store", f"sample not stored: {error}")
+            return
+        self.events.publish("sample", id=sample_id, label=sample.label, source=source, time=sample.time,
+                            **{"class": None if sample.label is None else self.definition.classes[sample.label]})
 
     def _train_burst(self) -> bool:
-        if self.training_stopped or not self.config.training.enabled or not self._refresh_dataset():
+        if self.training_stopped or self.paused or not self.config.training.enabled or not self._refresh_dataset():
             return False
         trainer = self.trainer
         if not self._trained_yet:
@@ -308,7 +341,7 @@ class Service:
                 self._dataset_count = total
         except DataError as error:      # a locked or failing store: train on when it reads again
             _log.warning("training data not read from the store: %s", error)
-            self._part_failed()
+            self._part_failed("store", f"training data not read: {error}")
             self._dataset_count = -1
         # Reading the store costs time: the bigger it is, the less often.
         self._next_refresh = now + max(2.0, 20 * (time.monotonic() - now))
@@ -329,6 +362,7 @@ class Service:
         self._burst_losses = []
         self.metrics = dict(metrics, train_accuracy=train_accuracy, train_loss=loss)
         trainer.metrics.update(self.metrics)
+        self.events.publish("metrics", step=trainer.step, lr=trainer.optimizer.lr, **self.metrics)
         try:
             self.store.record_metrics(trainer.step, loss, train_accuracy, metrics["eval_loss"],
                                       metrics["eval_accuracy"], trainer.optimizer.lr)
@@ -343,7 +377,9 @@ class Service:
         trainer.scale_lr(self.config.training.lr_backoff)
         with contextlib.suppress(DataError):
             self.store.drop_metrics_after(trainer.step)
-        self._part_failed()
+        self.events.publish("rollback", step=trainer.step, lr=trainer.optimizer.lr, reason=str(error),
+                            automatic=True)
+        self._part_failed("training", str(error))
         where = f"{info.path.name} (step {info.step})" if info else "the initial weights"
         _log.warning("%s; rolled back to %s, learning rate now %.3g (rollback %d of %d)", error, where,
                      trainer.optimizer.lr, self.rollbacks, self.config.training.max_rollbacks)
@@ -368,38 +404,56 @@ class Service:
     def _save_checkpoint(self):
         try:
             self._evaluate()
-            self._checkpoint_written(self.trainer.save_checkpoint())
+            path = self._checkpoint_written(self.trainer.save_checkpoint())
         except CheckpointWriteError as error:
             _log.error("checkpoint not written: %s; the previous one is intact", error)
-            self._part_failed()
+            self._part_failed("checkpoint", f"checkpoint not written: {error}")
+            path = None
         except DivergenceError as error:
             self._roll_back(error)
+            path = None
         self._last_checkpoint_time = time.monotonic()
+        return path
 
     def _checkpoint_written(self, path):
         self.rollbacks = 0
         self._last_checkpoint_time = time.monotonic()
-        self.lights.flash_checkpoint()
         _log.info("checkpoint %s (step %d)", path.name, self.trainer.step)
+        self.events.publish("checkpoint", path=str(path), step=self.trainer.step)
+        return path
 
-    def _part_failed(self):
-        """A part (store, disk, checkpoint, training) failed: show the error pattern a while."""
+    def _part_failed(self, part, message):
+        """A part (store, disk, checkpoint, training) failed: say so, and show the error
+        pattern a while."""
         self._error_until = time.monotonic() + ERROR_SECONDS
+        self.events.publish("failure", part=part, message=message)
         self._update_lights()
 
     def _update_lights(self):
-        """Show the state the service is in; a checkpoint flash returns to it by itself."""
+        """Publish the state the service is in, if it changed (the LEDs listen)."""
         if self.capture.failing or self.training_stopped or time.monotonic() < self._error_until:
             state = "error"
+        elif self.paused:
+            state = "paused"
         elif not self.config.training.enabled:
             state = "idle"
         elif self.trainer.dataset is None:
             state = "collecting"
         else:
             state = "training"
-        if state != self._shown:
-            self._shown = state
-            self.lights.set_state(state)
+        self._publish_state(state)
+
+    def _publish_state(self, state):
+        if state != self.state:
+            previous, self.state = self.state, state
+            self.events.publish("state", state=state, previous=previous)
+
+    def _show_state(self, event):
+        """The status LEDs' listener; a checkpoint flash returns to the state by itself."""
+        if event.kind == "checkpoint":
+            self.lights.flash_checkpoint()
+        else:
+            self.lights.set_state(LIGHTS_FOR_STATE.get(event.data["state"], event.data["state"]))
 
     def _ping_watchdog(self):
         """``WATCHDOG=1`` at least every half of systemd's ``WatchdogSec`` (the notifier's
@@ -417,16 +471,21 @@ class Service:
         self._ping_watchdog()
         if now - self._last_status >= interval:
             self._last_status = now
-            text = self._status_text()
+            labelled = int(self.store.class_counts("all").sum())
+            text = self._status_text(labelled)
             self.notifier.status(text)
             _log.info("%s", text)
+            self.events.publish("status", text=text, step=self.trainer.step, samples=labelled)
 
-    def _status_text(self) -> str:
+    def _status_text(self, labelled=None) -> str:
         trainer, metrics = self.trainer, self.metrics
-        labelled = int(self.store.class_counts("all").sum())
+        if labelled is None:
+            labelled = int(self.store.class_counts("all").sum())
         parts = []
         if self.training_stopped:
             parts.append("training stopped (diverged)")
+        elif self.paused:
+            parts.append(f"training paused at step {trainer.step}, {labelled} samples")
         elif trainer.dataset is None:
             parts.append(f"collecting: {labelled} labelled samples")
         else:
@@ -458,11 +517,11 @@ class Service:
 
     def _stop(self):
         self.stop_event.set()
+        self.commands.close()
         self.notifier.stopping("stopping: writing a checkpoint")
         if self.trainer.dataset is not None and self.trainer.unsaved_steps:
             self._save_checkpoint()
-        self._shown = "idle"
-        self.lights.set_state("idle")
+        self._publish_state("stopping")
         self.summary = {"samples": int(self.store.class_counts("all").sum()), "steps": self.trainer.step,
                         "accuracy": self.metrics.get("eval_accuracy"),
                         "live_accuracy": self.reporter.recent_accuracy,
@@ -481,7 +540,7 @@ class Service:
             self.stop_event.set()
 
         def reload(signum, frame):
-            self._reload_requested = True
+            self.commands.submit("reload", source="SIGHUP")
 
         previous = {sig: signal.signal(sig, handler) for sig, handler in
                     ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGHUP, reload))}
@@ -491,18 +550,73 @@ class Service:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
 
-    def _reload(self):
-        self._reload_requested = False
+    # -- commands -------------------------------------------------------------------------------
+
+    def _handle_commands(self):
+        """Register what each command does (``commands.COMMANDS`` says what they mean)."""
+        labelling, handle = self.labelling, self.commands.handle
+        handle("label_start", lambda c: labelling.start(c.args["label"], c.source, c.args.get("seconds")))
+        handle("label_stop", lambda c: labelling.stop(c.source))
+        handle("label_next", lambda c: labelling.next(c.args["label"]))
+        handle("stop", lambda c: self.stop_event.set())
+        handle("pause", self._pause)
+        handle("resume", self._resume)
+        handle("delete_sample", self._delete_sample)
+        handle("roll_back", self._user_roll_back)
+        handle("checkpoint", self._checkpoint_now)
+        handle("reload", lambda c: self._reload(c.source or "reload"))
+
+    def _pause(self, command):
+        if not self.paused:
+            self.paused = True
+            _log.info("training paused (%s) at step %d; capturing and predicting go on",
+                      command.source or "command", self.trainer.step)
+            self._update_lights()
+        return self.state
+
+    def _resume(self, command):
+        if self.paused or self.training_stopped:
+            _log.info("training resumed (%s) at step %d", command.source or "command", self.trainer.step)
+        self.paused, self.training_stopped, self.rollbacks = False, False, 0
+        self._update_lights()
+        return self.state
+
+    def _delete_sample(self, command):
+        deleted = self.store.delete_sample(command.args["id"])
+        if deleted:
+            _log.info("sample %d deleted (%s)", command.args["id"], command.source or "command")
+            self.events.publish("sample", id=command.args["id"], deleted=True)
+            self._next_refresh = 0.0   # train on the store as it is now
+        return deleted
+
+    def _user_roll_back(self, command):
+        trainer, step = self.trainer, command.args.get("step")
+        info = trainer.restore(trainer.step if step is None else step)
+        with contextlib.suppress(DataError):
+            self.store.drop_metrics_after(trainer.step)
+        where = f"{info.path.name} (step {info.step})" if info else "the initial weights"
+        _log.info("rolled back to %s (%s)", where, command.source or "command")
+        self.events.publish("rollback", step=trainer.step, lr=trainer.optimizer.lr,
+                            reason=f"asked by {command.source or 'a command'}", automatic=False)
+        return trainer.step
+
+    def _checkpoint_now(self, command):
+        if self.trainer.dataset is None or not self.trainer.unsaved_steps:
+            return None
+        path = self._save_checkpoint()
+        return None if path is None else str(path)
+
+    def _reload(self, source="SIGHUP"):
         if self.config_path is None:
-            _log.warning("SIGHUP: no config file to reload")
+            _log.warning("%s: no config file to reload", source)
             return
         self.notifier.reloading()
         try:
             new = load_config(self.config_path)
         except ConfigError as error:
-            _log.error("SIGHUP: config not reloaded, the running one stays: %s", error)
+            _log.error("%s: config not reloaded, the running one stays: %s", source, error)
             self.notifier.ready()
-            return
+            raise ConfigError(f"config not reloaded, the running one stays: {error}") from None
         changes = diff_live(self.config, new)
         old, self.config = self.config, new
         training = new.training
@@ -518,34 +632,35 @@ class Service:
                                  max_grad_norm=training.max_grad_norm)
         if new_lr is not None:
             if self.training_stopped:
-                _log.info("SIGHUP: new learning rate %g: training resumes", training.lr)
+                _log.info("%s: new learning rate %g: training resumes", source, training.lr)
             self.training_stopped, self.rollbacks = False, 0
         try:
             self.store.set_limits(max_per_class=new.store.max_per_class, max_bytes=new.store.max_bytes)
         except DataError as error:
-            _log.warning("SIGHUP: store bounds not applied now (%s); they apply on the next start", error)
+            _log.warning("%s: store bounds not applied now (%s); they apply on the next start", source, error)
         self.reporter.configure(jsonl=new.predict.jsonl, max_bytes=new.predict.jsonl_max_bytes,
                                 log_all=new.predict.log_all)
         if new.logging.level != old.logging.level:   # else a --verbose run stays verbose
             setup_logging(level=new.logging.level)
         if changes.live:
-            _log.info("SIGHUP: applied %s", ", ".join(changes.live))
+            _log.info("%s: applied %s", source, ", ".join(changes.live))
         if changes.restart:
-            _log.warning("SIGHUP: %s changed but need a restart (sudo systemctl restart pi-backprop)",
-                         ", ".join(changes.restart))
+            _log.warning("%s: %s changed but need a restart (sudo systemctl restart pi-backprop)",
+                         source, ", ".join(changes.restart))
         if not changes:
-            _log.info("SIGHUP: config unchanged")
+            _log.info("%s: config unchanged", source)
+        self.events.publish("reload", applied=list(changes.live), restart=list(changes.restart))
         self.notifier.ready()
+        return {"applied": list(changes.live), "restart": list(changes.restart)}
 
-    def _light_changed(self, state, text):
+    def _lights_changed(self, state, text):
         # Called from the caller's thread or the LED thread: only logs and hands on.
         # A checkpoint flash and the return from it are routine: debug, not the journal.
         routine = state == "checkpoint" or state == self._logged_light
         if state != "checkpoint":
             self._logged_light = state
         _log.log(logging.DEBUG if routine else logging.INFO, "LEDs: %s", text)
-        if self.on_light is not None:
-            self.on_light(state, text)
+        self.events.publish("lights", state=state, text=text)
 
 
 __all__ = ["Service", "balanced_index"]

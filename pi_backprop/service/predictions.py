@@ -1,4 +1,8 @@
-"""What the service does with each prediction: a log line, a JSON line, a class LED."""
+"""What the service does with each prediction: an event, a log line, a JSON line, a class LED.
+
+``prediction()`` turns a sample's confidences into the data of a ``prediction`` event; the
+``PredictionReporter`` listens to those events (or is handed one prediction by ``report``).
+"""
 
 import json
 import logging
@@ -10,6 +14,15 @@ from pathlib import Path
 import numpy as np
 
 _log = logging.getLogger(__name__)
+
+
+def prediction(sample, scores, step, class_names) -> dict:
+    """The ``prediction`` event's data for ``sample`` (a ``capture.Sample``) and ``scores``
+    (float (C,) confidences), made by the model at training step ``step``."""
+    index = int(np.argmax(scores))
+    return {"index": index, "class": class_names[index], "confidence": float(scores[index]),
+            "scores": [round(float(v), 4) for v in scores], "label": sample.label, "step": int(step),
+            "time": float(sample.time)}
 
 
 class PredictionReporter:
@@ -38,23 +51,33 @@ class PredictionReporter:
         return sum(self._hits) / len(self._hits) if self._hits else math.nan
 
     def report(self, sample, scores, step):
-        """scores: float (C,) confidences for one sample; step: the model's training step."""
-        index = int(np.argmax(scores))
-        confidence = float(scores[index])
+        """scores: float (C,) confidences for one sample; step: the model's training step.
+        Returns (class index, confidence)."""
+        data = prediction(sample, scores, step, self.class_names)
+        self.record(data)
+        return data["index"], data["confidence"]
+
+    def on_event(self, event) -> None:
+        """An ``EventBus`` subscriber for ``prediction`` events."""
+        self.record(event.data)
+
+    def record(self, data) -> None:
+        """Log, count, light and append one prediction (a ``prediction()`` dict)."""
+        index, confidence, label = data["index"], data["confidence"], data["label"]
         self.count += 1
-        if sample.label is not None:
-            self._hits = (self._hits + [index == sample.label])[-self.window:]
-        labelled = "" if sample.label is None else f" (labelled {self.class_names[sample.label]})"
+        if label is not None:
+            self._hits = (self._hits + [index == label])[-self.window:]
+        labelled = "" if label is None else f" (labelled {self.class_names[label]})"
         self.last = f"{self.class_names[index]} {confidence:.2f}{labelled}"
         _log.log(logging.INFO if self.log_all else logging.DEBUG, "prediction: %s", self.last)
         if self.lights is not None:
             self.lights.show_prediction(index)
         if self.jsonl is not None:
-            self._append({"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(sample.time))
-                          + f".{int(sample.time % 1 * 1000):03d}Z",
+            when = data["time"]
+            self._append({"time": time.strftime("%Y-%m-%dT%H:%M:%S", time.gmtime(when))
+                          + f".{int(when % 1 * 1000):03d}Z",
                           "class": self.class_names[index], "index": index,
-                          "confidence": round(confidence, 4), "label": sample.label, "step": step})
-        return index, confidence
+                          "confidence": round(confidence, 4), "label": label, "step": data["step"]})
 
     def _append(self, record):
         line = json.dumps(record, separators=(",", ":")) + "\n"

@@ -5,7 +5,6 @@ with a generous deadline for what it wants to see, then stops the service. Nothi
 asserts how long anything takes.
 """
 
-import contextlib
 import errno
 import json
 import logging
@@ -15,6 +14,7 @@ import threading
 import time
 
 import pytest
+from running_service import DEADLINE, checkpoint_files, running, wait_for, write_config
 
 from pi_backprop.exc import DataError, HardwareError
 from pi_backprop.service import capture as capture_module
@@ -25,79 +25,6 @@ from pi_backprop.service.sdnotify import Notifier
 from pi_backprop.storage import checkpoint as checkpoint_module
 
 pytest.importorskip("gpiozero")
-
-DEADLINE = 60.0   # generous: what takes a second here may take ten on a loaded CI machine
-
-FAST_SENSOR = {
-    "model": {"name": "sensor_mlp"},
-    "source": {"kind": "simulated-sensor", "interval": 0.01},
-    "training": {"burst_steps": 5, "min_samples_per_class": 3, "batch_size": 16, "lr": 0.01,
-                 "checkpoint_every_steps": 100_000, "checkpoint_every_seconds": 1},
-    "service": {"status_interval": 0.2},
-}
-
-
-def toml_value(value):
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, str):
-        return json.dumps(value)
-    if isinstance(value, (list, tuple)):
-        return "[" + ", ".join(toml_value(v) for v in value) + "]"
-    return repr(value)
-
-
-def write_config(path, base=FAST_SENSOR, **changes):
-    """Write ``base`` with ``changes`` ({"section": {"key": value}}) merged in as TOML."""
-    sections = {name: dict(keys) for name, keys in base.items()}
-    for name, keys in changes.items():
-        sections.setdefault(name, {}).update(keys)
-    text = "".join(f"[{name}]\n" + "".join(f"{key} = {toml_value(value)}\n" for key, value in keys.items())
-                   for name, keys in sections.items())
-    path.write_text(text)
-    return path
-
-
-def wait_for(predicate, timeout=DEADLINE, what="condition"):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return
-        time.sleep(0.01)
-    raise AssertionError(f"timed out waiting for {what}")
-
-
-@contextlib.contextmanager
-def running(config_path, state_dir, **kwargs):
-    """A started service whose ``run()`` goes on in a thread; stopped and closed on exit."""
-    kwargs.setdefault("notifier", Notifier(environ={}))
-    service = Service(load_config(config_path), config_path=config_path, simulate=True, state_dir=state_dir,
-                      **kwargs)
-    result, errors = {}, []
-
-    def target():
-        try:
-            result.update(service.run())
-        except BaseException as error:    # surfaced by the test below
-            errors.append(error)
-
-    with service:
-        thread = threading.Thread(target=target, name="service-under-test")
-        thread.start()
-        service.thread, service.result = thread, result
-        try:
-            yield service
-        finally:
-            service.stop_event.set()
-            thread.join(DEADLINE)
-    assert not thread.is_alive()
-    if errors:
-        raise errors[0]
-
-
-def checkpoint_files(state_dir):
-    return sorted((state_dir / "checkpoints").glob("ckpt-*.npz"))
-
 
 # -- LEDs on mock pins ------------------------------------------------------------------------
 
@@ -331,7 +258,7 @@ def test_a_new_lr_on_sighup_lets_stopped_training_try_again(tmp_path):
     with running(path, tmp_path / "state") as service:
         wait_for(lambda: service.training_stopped, what="training to stop")
         write_config(path, training={"max_grad_norm": 1000.0, "max_rollbacks": 1, "lr": 0.005})
-        service._reload_requested = True         # what the SIGHUP handler does
+        service.commands.submit("reload", source="SIGHUP")   # what the SIGHUP handler does
         wait_for(lambda: service.trainer.step >= 20, what="training again")
         assert not service.training_stopped
 
@@ -412,7 +339,7 @@ def test_store_bounds_failing_on_sighup_keep_the_service_running(tmp_path, monke
         monkeypatch.setattr(service.store, "set_limits", locked)
         write_config(config, store={"max_per_class": 50})
         with caplog.at_level(logging.WARNING, logger="pi_backprop"):
-            service._reload_requested = True
+            service.commands.submit("reload", source="SIGHUP")
             wait_for(lambda: "store bounds not applied" in caplog.text, what="the warning")
         step = service.trainer.step
         wait_for(lambda: service.trainer.step > step, what="training after the reload")

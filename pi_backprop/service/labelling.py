@@ -1,0 +1,78 @@
+"""Which label a sample captured now gets.
+
+Label commands (``label_start``/``label_stop``/``label_next``, from the web page, MQTT or the
+press-mode buttons) change it; the capture thread asks ``take()`` right after each read.
+Buttons in ``hold`` mode are read at that instant too (``add_level``): a button's level, read
+when the sample is taken, cannot be left "held" by a release edge that the bounce filter of
+RPi.GPIO swallowed.
+"""
+
+import logging
+import threading
+import time
+
+_log = logging.getLogger(__name__)
+
+
+class Labelling:
+    """The label state, safe to use from any thread.
+
+    class_names : tuple of str, for messages; clock: seconds, monotonic (tests may pass their own)
+    """
+
+    def __init__(self, class_names, *, clock=time.monotonic):
+        self.class_names = tuple(class_names)
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._holds = {}      # source -> (class index, monotonic end or None)
+        self._next = None     # class index for the next sample only
+        self._levels = []     # callables() -> class index or None, read at each capture
+        self._warned = None
+
+    def start(self, index: int, source: str, seconds: float | None = None) -> None:
+        """Label every sample from now as ``index`` until ``stop(source)`` or for ``seconds``."""
+        with self._lock:
+            self._holds[source] = (index, None if seconds is None else self._clock() + seconds)
+
+    def stop(self, source: str) -> bool:
+        """End ``source``'s hold; True if it had one."""
+        with self._lock:
+            return self._holds.pop(source, None) is not None
+
+    def next(self, index: int) -> None:
+        """Label only the next sample ``index`` (a later call wins)."""
+        with self._lock:
+            self._next = index
+
+    def add_level(self, read) -> None:
+        """``read() -> class index or None`` is asked at every capture (hold-mode buttons)."""
+        self._levels.append(read)
+
+    def take(self) -> int | None:
+        """The label for a sample captured now, or None (unlabelled).
+
+        A pending ``next`` label first (and only once); else the one class being held (by
+        commands or buttons); None if nothing is held, or if different classes are (ambiguous).
+        """
+        with self._lock:
+            label, self._next = self._next, None
+            if label is not None:
+                return label
+            now = self._clock()
+            self._holds = {s: (c, end) for s, (c, end) in self._holds.items() if end is None or end > now}
+            held = {c for c, _ in self._holds.values()}
+        held |= {c for c in (read() for read in self._levels) if c is not None}
+        if len(held) > 1:
+            if held != self._warned:
+                _log.warning("labels %s held together: samples left unlabelled",
+                             ", ".join(repr(self.class_names[c]) for c in sorted(held)))
+            self._warned = held
+            return None
+        self._warned = None
+        return held.pop() if held else None
+
+    def held(self) -> dict:
+        """``{source: class index}`` of the commanded holds in force now."""
+        now = self._clock()
+        with self._lock:
+            return {s: c for s, (c, end) in self._holds.items() if end is None or end > now}
