@@ -11,10 +11,10 @@ Samples are raw little-endian bytes with their shape and dtype (never pickled), 
 float32. One process writes (the service); any number read at the same time: the file is in
 WAL mode and readers open it read-only (``SampleStore(path, readonly=True)``).
 
-The train/validation split is a pure function of a sample's id (``split``), so it
-stays put as samples come and go. Samples are kept in blocks of ``split.SPLIT_BLOCK`` consecutive
-ids: samples captured a second apart look alike, and keeping them on the same side keeps
-the validation score honest.
+The train/validation split is a pure function of a sample's id (``split``; the store
+records the rule's offset in its settings), so it stays put as samples come and go. Samples
+are kept in blocks of ``split.SPLIT_BLOCK`` consecutive ids: samples captured a second apart
+look alike, and keeping them on the same side keeps the validation score honest.
 
 Bounds, enforced in the same transaction as every insert: at most ``max_per_class`` samples
 per class (unlabelled samples count as one more class), oldest dropped first; and at most
@@ -38,7 +38,7 @@ from .. import paths
 from ..exc import DataError, ShapeError
 from .atomic import atomic_write
 from .npfiles import load_numpy
-from .split import SQL_IS_VALIDATION, VALIDATION_FRACTION, threshold
+from .split import LEGACY_OFFSET, SPLIT_OFFSET, SQL_IS_VALIDATION, VALIDATION_FRACTION, threshold
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x70696270  # "pibp": marks the file as ours
@@ -154,6 +154,7 @@ class SampleStore:
             self.max_per_class = int(settings["max_per_class"])
             self.max_bytes = int(settings["max_bytes"])
             self.validation_fraction = float(settings["validation_fraction"])
+            self.split_offset = int(saved.get("split_offset", LEGACY_OFFSET))
             if given and not readonly:
                 self._save_settings()
         except sqlite3.Error as error:
@@ -203,6 +204,8 @@ class SampleStore:
                 for statement in _CREATE.split(";"):
                     if statement.strip():
                         db.execute(statement)
+                # New stores record the split rule's offset; one without it predates 0.2.
+                db.execute("INSERT INTO settings (key, value) VALUES ('split_offset', ?)", (SPLIT_OFFSET,))
                 db.execute(f"PRAGMA application_id = {APPLICATION_ID}")
                 db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
             elif app != APPLICATION_ID:
@@ -399,7 +402,7 @@ class SampleStore:
         with self._lock:
             rows = self._conn().execute(
                 f"SELECT label, count(*) FROM samples WHERE {condition} GROUP BY label",
-                {"threshold": self._threshold}).fetchall()
+                self._split_params).fetchall()
         return dict(rows)
 
     def class_counts(self, split: str = "train"):
@@ -428,7 +431,7 @@ class SampleStore:
             # One read transaction, so the count and the rows agree while the service writes.
             db.execute("BEGIN")
             try:
-                params = {"threshold": self._threshold}
+                params = self._split_params
                 count = db.execute(f"SELECT count(*) FROM samples WHERE {condition}", params).fetchone()[0]
                 rows = db.execute(f"SELECT label, shape, dtype, data FROM samples WHERE {condition} "
                                   "ORDER BY id", params)
@@ -455,7 +458,7 @@ class SampleStore:
             db = self._conn()
             db.execute("BEGIN")   # one read transaction: the count and the rows agree
             try:
-                params = {"threshold": self._threshold}
+                params = self._split_params
                 count, held_out = db.execute(f"SELECT count(*), total({SQL_IS_VALIDATION}) FROM samples "
                                              "WHERE label IS NOT NULL", params).fetchone()
                 # Training rows first, then validation, filled straight into one array: the
@@ -479,8 +482,8 @@ class SampleStore:
         return found
 
     @property
-    def _threshold(self):
-        return threshold(self.validation_fraction)
+    def _split_params(self):
+        return {"threshold": threshold(self.validation_fraction), "offset": self.split_offset}
 
     @staticmethod
     def _split_condition(split):

@@ -22,30 +22,23 @@ import numpy as np
 
 from ..exc import DataError
 from ..storage.npfiles import load_numpy
-from ..storage.split import VALIDATION_FRACTION
+from ..storage.split import VALIDATION_FRACTION, validation_mask
 
 SIM_DEFAULT_SIZE = {"sensor": 2048, "camera": 2048}
 SIM_MAX_SIZE = 200_000
 STORE_SUFFIXES = (".db", ".sqlite", ".sqlite3")
 
-_SPLIT_SALT = np.uint64(0x9E3779B97F4A7C15)
 _log = logging.getLogger(__name__)
 
 
 def held_out_mask(n: int, fraction: float = VALIDATION_FRACTION) -> np.ndarray:
     """bool (n,): True for the samples held out for evaluation.
 
-    Sample ``i`` is held out when a 64-bit mix (splitmix64) of ``i`` falls in the lowest
-    ``fraction`` of the range: stable per index, so sample ``i`` stays on its side of the
-    split as data is added. (Not yet the store's block rule, ``storage.split``: under it
-    block 0 is always held out, which would hold out all of a file of eight samples.)
+    The sample store's rule (``storage.split``) with positions as ids: sample ``i`` stays
+    on its side of the split as data is added, and blocks of eight consecutive samples
+    (frames captured a moment apart) stay on one side together.
     """
-    z = np.arange(n, dtype=np.uint64) + _SPLIT_SALT
-    with np.errstate(over="ignore"):
-        z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
-        z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
-        z = z ^ (z >> np.uint64(31))
-    return (z >> np.uint64(11)).astype(np.float64) / float(1 << 53) < fraction
+    return validation_mask(np.arange(n), fraction)
 
 
 @dataclasses.dataclass

@@ -206,6 +206,13 @@ class Trainer:
                     f"({data.get('source')}); the run goes on with the new data")
             _log.warning("%s", note)
             self.warnings.append(note)
+        elif self.dataset is not None and data.get("held_out") not in (None, len(self.dataset.eval_index)):
+            note = (f"the same data are split differently from when {info.path.name} was written "
+                    f"({data['held_out']} held out then, {len(self.dataset.eval_index)} now; 0.2 splits "
+                    "data files in blocks of eight): samples it trained on may now be held out, so "
+                    "validation scores read high until the model has trained on the new split")
+            _log.warning("%s", note)
+            self.warnings.append(note)
 
     # -- what a long-running owner (the service) may ask and change ----------------------------
 

@@ -48,6 +48,19 @@ def test_training_resumes_from_an_old_checkpoint(written):
         assert trainer.metrics == {"eval_accuracy": 0.5}
 
 
+def test_an_old_sample_store_keeps_its_split_and_a_new_one_trains_on_its_first_block(written, tmp_path):
+    from pi_backprop.storage.split import LEGACY_OFFSET, SPLIT_OFFSET, validation_mask
+
+    with SampleStore(written / "samples.db", readonly=True) as old:
+        assert old.split_offset == LEGACY_OFFSET
+        held_out = sum(old.counts("val").values())
+    assert held_out == int(validation_mask(np.arange(1, 13), 0.2, LEGACY_OFFSET).sum()) == 7   # ids 1-7
+    with SampleStore(tmp_path / "new.db") as new:
+        new.set_class_names(pb.load_definition("sensor_mlp").classes)
+        new.add_samples(np.zeros((12, 32), np.float32), np.arange(12) % 4, "test")
+        assert new.split_offset == SPLIT_OFFSET
+        assert sum(new.counts("train").values()) >= 7 and sum(new.counts("val").values()) < 7
+
 def test_an_old_sample_store_opens_with_its_samples(written):
     x = np.load(written / "inputs.npy")
     with SampleStore(written / "samples.db") as store:

@@ -172,6 +172,23 @@ def test_restore_to_a_step_goes_back_and_a_restart_resumes_there(tmp_path):
     with trainer(directory, keep=10) as t:
         assert t.resumed_from.step == 15
 
+def test_resuming_on_the_same_data_split_another_way_warns(tmp_path, caplog):
+    from pi_backprop.training.datasets import Dataset
+
+    first_half = np.arange(len(DATA.x)) < len(DATA.x) // 2
+    other_split = Dataset.from_arrays(DATA.x, DATA.y, SENSOR, eval_mask=first_half)
+    with Trainer(SENSOR, other_split, tmp_path, batch_size=16, checkpoint_every=5) as t:
+        t.run(5)
+    with caplog.at_level(logging.WARNING, logger="pi_backprop"), trainer(tmp_path) as t:
+        assert t.step == 5
+    assert "split differently" in caplog.text and f"{len(DATA.x) // 2} held out then" in caplog.text
+    with trainer(tmp_path) as t:
+        t.run(10)              # the next checkpoint records the new split
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, logger="pi_backprop"), trainer(tmp_path) as t:
+        assert t.step == 10
+    assert "split differently" not in caplog.text
+
 def test_gradient_norm_guard(tmp_path):
     with trainer(None, max_grad_norm=1e-9) as t:
         with pytest.raises(DivergenceError, match="gradient norm .* exceeds 1e-09"):
