@@ -22,7 +22,8 @@ def _numba_line() -> str:
     version = numba_version()
     if version is None:
         return "not installed: the numpy backend runs instead (same results, slower)"
-    return f"{version} (kernel cache: {kernel_cache_dir(version)})"
+    folder = kernel_cache_dir(version)
+    return f"{version} (kernel cache: {folder or 'none: an engine source cannot be read'})"
 
 
 def lines(simulate=False) -> list:

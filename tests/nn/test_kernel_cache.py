@@ -66,12 +66,34 @@ def test_old_keys_are_pruned_and_nothing_else_is_touched(tmp_path):
     assert current.is_dir() and old[0].is_dir()
 
 
+def test_the_unkeyed_folders_of_0_1_go_but_other_projects_folders_stay(tmp_path):
+    base = tmp_path / "numba"
+    ours, theirs, mixed = (base / f"nn_{c * 40}" for c in "abc")
+    for folder, names in ((ours, ["kernels_fused.run-40.py311.nbi", "kernels_fused.run-40.py311.1.nbc",
+                                  "kernels_numba._k_dense-12.py311.nbi"]),
+                          (theirs, ["model.predict-3.py311.nbi"]),
+                          (mixed, ["kernels_numba._k_relu-5.py311.nbi", "notes.txt"])):
+        folder.mkdir(parents=True)
+        for name in names:
+            (folder / name).write_bytes(b"x")
+    assert cache.prepare(base / f"kernels-{'0' * 16}")
+    assert not ours.exists() and theirs.is_dir() and mixed.is_dir()
+
+
 def test_an_unwritable_cache_is_one_warning_not_an_error(tmp_path, caplog):
     blocker = tmp_path / "file"
     blocker.write_text("not a folder")
     assert cache.prepare(blocker / "kernels-0000000000000000") is False  # then jit caches nothing
     assert "not writable" in caplog.text
     assert cache.prepare(tmp_path / "kernels-0000000000000000") is True
+
+
+def test_an_unreadable_engine_source_turns_caching_off_with_one_warning(monkeypatch, caplog):
+    def unreadable(numba_version, directory=cache.SOURCES_DIR):
+        raise PermissionError(13, "Permission denied", str(directory / "kernels.py"))
+    monkeypatch.setattr(cache, "cache_key", unreadable)
+    assert cache.kernel_cache_dir("0.60.0") is None
+    assert "cannot read the engine's source" in caplog.text and "Permission denied" in caplog.text
 
 
 def test_info_names_the_keyed_cache_folder(monkeypatch, tmp_path):

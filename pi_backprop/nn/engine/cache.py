@@ -25,6 +25,10 @@ from ...paths import numba_cache_dir
 PREFIX = "kernels-"
 KEY_LENGTH = 16                   # hex digits of the SHA-256
 _KEYED = re.compile(rf"^{PREFIX}[0-9a-f]{{{KEY_LENGTH}}}$")
+# 0.1 let numba pick the folder: <base>/nn_<sha1 of the source folder>/, holding the index
+# (.nbi) and code (.nbc) files of its two kernel modules. Removed once a keyed folder is in use.
+_LEGACY = re.compile(r"^nn_[0-9a-f]{40}$")
+_LEGACY_MODULES = ("kernels_fused.", "kernels_numba.")
 OTHERS_KEPT = 1                   # another install (a second venv, say) may share the base
 SOURCES_DIR = Path(__file__).resolve().parent
 
@@ -58,9 +62,16 @@ def cache_key(numba_version: str, directory=SOURCES_DIR) -> str:
     return digest.hexdigest()[:KEY_LENGTH]
 
 
-def kernel_cache_dir(numba_version: str, base=None) -> Path:
-    """``<base>/kernels-<key>`` for this engine (not created here)."""
-    return Path(base or numba_cache_dir()) / f"{PREFIX}{cache_key(numba_version)}"
+def kernel_cache_dir(numba_version: str, base=None) -> Path | None:
+    """``<base>/kernels-<key>`` for this engine (not created here); None, after one warning,
+    if an engine source cannot be read (then nothing may be cached)."""
+    try:
+        key = cache_key(numba_version)
+    except OSError as error:
+        _log.warning("cannot read the engine's source %s (%s): kernels compile anew in every process",
+                     error.filename, error.strerror or error)
+        return None
+    return Path(base or numba_cache_dir()) / f"{PREFIX}{key}"
 
 
 def prepare(directory: Path) -> bool:
@@ -84,10 +95,30 @@ def prepare(directory: Path) -> bool:
     except OSError:
         return True
     others.sort(key=_last_used, reverse=True)
-    for stale in others[OTHERS_KEPT:]:
+    for stale in others[OTHERS_KEPT:] + _legacy_folders(directory.parent):
         shutil.rmtree(stale, ignore_errors=True)
         _log.info("removed the stale kernel cache %s", stale)
     return True
+
+
+def _legacy_folders(base):
+    """0.1's unkeyed cache folders in ``base``: named as numba names them, holding only numba
+    files of 0.1's kernel modules (another project's folders beside them are left alone)."""
+    found = []
+    try:
+        folders = list(base.iterdir())
+    except OSError:
+        return found
+    for folder in folders:
+        if not (_LEGACY.match(folder.name) and folder.is_dir() and not folder.is_symlink()):
+            continue
+        try:
+            files = list(folder.iterdir())
+        except OSError:
+            continue
+        if files and all(f.suffix in (".nbi", ".nbc") and f.name.startswith(_LEGACY_MODULES) for f in files):
+            found.append(folder)
+    return found
 
 
 def _last_used(path):

@@ -12,8 +12,9 @@ import numba
 from .cache import kernel_cache_dir, numba_version, prepare
 
 CACHE_DIR = kernel_cache_dir(numba_version() or numba.__version__)
-CACHING = prepare(CACHE_DIR)
-numba.config.CACHE_DIR = str(CACHE_DIR)
+CACHING = CACHE_DIR is not None and prepare(CACHE_DIR)
+if CACHING:
+    numba.config.CACHE_DIR = str(CACHE_DIR)
 
 # cache: compile once per machine, not per process (off only where the keyed folder cannot
 # be written). No parallel=True: it does not mix with caching, and threads do not pay at
