@@ -6,7 +6,7 @@ holds them (input and output in one activation buffer, δ and dx in one delta bu
 b in one parameter vector, offsets in elements) and calls the op kernel on them. The copies
 this costs are the price of one set of compiled operations; the fused step, which every
 supported ``Sequential`` uses, pays none of them. Dense products large enough for BLAS to
-pay (``program.blas_pays``) go to numpy's matmul instead, as in the fused step.
+pay (``program.blas_pays``) go to ``blas``, as in the fused step.
 
 Used by the layer API (``Layer.forward``/``backward``), gradient checks, and models the
 fused step does not cover. Inputs were validated by the layers; nothing is checked here.
@@ -14,6 +14,7 @@ fused step does not cover. Inputs were validated by the layers; nothing is check
 
 import numpy as np
 
+from . import blas
 from . import opcodes as op
 from .ops.conv import _conv_backward, _conv_backward_wide, _conv_forward, _conv_forward_wide
 from .ops.dense import _dense_backward, _dense_forward
@@ -40,7 +41,7 @@ def dense_forward(x, W, b):
     """net = x · W + b.   x (N, I), W (I, O), b (O,) -> (N, O)."""
     (N, I), O = x.shape, W.shape[1]
     if blas_pays(N * I * O):
-        return x @ W + b
+        return blas.dense_forward(x, W, b, np.empty((N, O), np.result_type(x, W, b)))
     A = _buffer_with(x, N * O)
     _dense_forward(A, 0, N * I, _joined(x.dtype, W, b), 0, I * O, N, I, O)
     return A[N * I:].reshape(N, O)
@@ -51,9 +52,7 @@ def dense_backward(dout, x, W, dW, db):
     (N, I), O = x.shape, W.shape[1]
     dout = np.ascontiguousarray(dout)
     if blas_pays(N * I * O):
-        np.matmul(x.T, dout, out=dW)
-        np.sum(dout, axis=0, out=db)
-        return dout @ W.T
+        return blas.dense_backward(x, W, dout, dW, db, np.empty((N, I), np.result_type(dout, W)))
     G = np.empty(I * O + O, dtype=dout.dtype)
     D = _buffer_with(dout, N * I)
     scratch = np.empty(I * O, dtype=dout.dtype)  # Wᵀ
@@ -188,5 +187,4 @@ def sgd_update(p, g, velocity, lr, momentum, weight_decay):
 def adam_update(p, g, m, v, lr, beta1, beta2, eps, step):
     """Adam (Kingma & Ba, alg. 1) with bias correction; ``step`` counts from 1."""
     t = p.dtype.type
-    _adam_update(p, g, m, v, t(lr), t(beta1), t(1 - beta1), t(beta2), t(1 - beta2),
-                    t(1 - beta1 ** step), t(1 - beta2 ** step), t(eps))
+    _adam_update(p, g, m, v, *(t(s) for s in op.adam_scalars(lr, beta1, beta2, eps, step)))

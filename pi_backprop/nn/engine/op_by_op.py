@@ -1,6 +1,6 @@
 """The numba backend's step driven op by op: ``kernels.run`` does everything but the ops
 ``kernels._callers`` names, which it hands back (NEED_CALLER) for this module to run on the
-same workspace: dense products through numpy's matmul (BLAS), strided convolutions through
+same workspace: dense products through ``blas`` (numpy's matmul), strided convolutions through
 the engine's im2col kernels.
 
 Why: from ``program.BLAS_MIN_MACS`` multiply-adds a step the products dominate, and BLAS
@@ -10,8 +10,7 @@ kernels stay out of ``run`` (seconds of compile time for everyone, for a rare la
 compile only when such a model is used.
 """
 
-import numpy as np
-
+from . import blas
 from . import kernels as kf
 from . import opcodes as op
 from .ops.conv import _conv_backward, _conv_forward
@@ -42,9 +41,8 @@ def _run_handed_op(P, G, WF, WI):
     kind, xo, yo = row[op.KIND], N * row[op.IN], N * row[op.OUT]
     I, O, wo, bo = row[op.C], row[op.F], row[op.WOFF], row[op.BOFF]
     if not backward and kind == op.DENSE:
-        y = A[yo:yo + N * O].reshape(N, O)
-        np.matmul(A[xo:xo + N * I].reshape(N, I), P[wo:wo + I * O].reshape(I, O), out=y)
-        y += P[bo:bo + O]
+        blas.dense_forward(A[xo:xo + N * I].reshape(N, I), P[wo:wo + I * O].reshape(I, O), P[bo:bo + O],
+                           A[yo:yo + N * O].reshape(N, O))
     elif not backward:  # a strided convolution
         _conv_forward(A, xo, yo, X, N * row[op.COLS], P, wo, bo, N, *row[op.C:op.PW + 1])
     else:
@@ -52,11 +50,9 @@ def _run_handed_op(P, G, WF, WI):
         do = half * int(WI[op.H_HALF])
         dxo = half - do
         if kind == op.DENSE:
-            d = D[do:do + N * O].reshape(N, O)
-            np.matmul(A[xo:xo + N * I].reshape(N, I).T, d, out=G[wo:wo + I * O].reshape(I, O))
-            np.sum(d, axis=0, out=G[bo:bo + O])
-            if i > 0:
-                np.matmul(d, P[wo:wo + I * O].reshape(I, O).T, out=D[dxo:dxo + N * I].reshape(N, I))
+            blas.dense_backward(A[xo:xo + N * I].reshape(N, I), P[wo:wo + I * O].reshape(I, O),
+                                D[do:do + N * O].reshape(N, O), G[wo:wo + I * O].reshape(I, O), G[bo:bo + O],
+                                D[dxo:dxo + N * I].reshape(N, I) if i > 0 else None)
         else:
             _conv_backward(A, X, N * row[op.COLS], N * int(cols_size), P, wo, G, bo, D, do, dxo, N,
                               *row[op.C:op.PW + 1], i > 0)

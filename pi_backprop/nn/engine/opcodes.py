@@ -36,6 +36,12 @@ BAD_INPUT, BAD_LABEL, BAD_TARGET, BAD_PROGRAM, NEED_CALLER = -1.0, -2.0, -3.0, -
 S_N, S_ONE, S_HYPER, S_STATUS = 0, 1, 2, 10
 S_SIZE = 16
 
+
+def adam_scalars(lr, beta1, beta2, eps, step) -> tuple:
+    """The eight Adam scalars the update kernel takes, in its order (S_HYPER on): lr, β1,
+    1 − β1, β2, 1 − β2, the bias corrections 1 − β1^t and 1 − β2^t (``step`` t from 1), ε."""
+    return lr, beta1, 1 - beta1, beta2, 1 - beta2, 1 - beta1 ** step, 1 - beta2 ** step, eps
+
 # slots of WI's header: batch size, layers, cols_size (per sample); where A and D start and
 # end and X starts in WF (X runs to WF's end); for a step driven op by op: 1 in H_OP_BY_OP,
 # where it stands (H_PC), which half of D holds δ (H_HALF) and the bits of its float64 loss

@@ -202,8 +202,7 @@ class Program:
             buf1, buf2 = optimizer.buffers["velocity"], self._no_buffer
         else:
             step = optimizer.step_count + 1
-            b1, b2 = optimizer.beta1, optimizer.beta2
-            S[_ADAM_SLOTS] = optimizer.lr, b1, 1 - b1, b2, 1 - b2, 1 - b1 ** step, 1 - b2 ** step, optimizer.eps
+            S[_ADAM_SLOTS] = op.adam_scalars(optimizer.lr, optimizer.beta1, optimizer.beta2, optimizer.eps, step)
             self._sgd_hyper.pop(N, None)
             buffers = optimizer.buffers
             buf1, buf2 = buffers["m"], buffers["v"]
