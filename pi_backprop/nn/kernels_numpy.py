@@ -5,7 +5,7 @@ functions with the same signatures and results; the tests hold the two together.
 Arguments are trusted: the layers validated shapes and dtypes before calling.
 
 Notation: ``N`` batch, ``C`` channels, ``H, W`` height and width, ``F`` filters,
-``kh, kw`` kernel size, ``sh, sw`` stride, ``OH, OW`` output size; ``delta`` is ∂E/∂(layer
+``kh, kw`` kernel size, ``sh, sw`` stride, ``OH, OW`` output size; ``dout`` is ∂E/∂(layer
 output) coming back from the layer above.
 """
 
@@ -19,15 +19,15 @@ def dense_forward(x, W, b):
     return x @ W + b
 
 
-def dense_backward(delta, x, W, dW, db):
+def dense_backward(dout, x, W, dW, db):
     """Write ∂E/∂W = xᵀ · δ into ``dW`` and ∂E/∂b = Σ_n δ into ``db``; return δ · Wᵀ.
 
     The return value is ∂E/∂x; the activation below multiplies it by f′ to make the
     hidden δ = (δ_next · W_nextᵀ) ⊙ f′(z).
     """
-    np.matmul(x.T, delta, out=dW)
-    np.sum(delta, axis=0, out=db)
-    return delta @ W.T
+    np.matmul(x.T, dout, out=dW)
+    np.sum(dout, axis=0, out=db)
+    return dout @ W.T
 
 
 # -- activations (f′ is written with the activation's output y) ---------------------------
@@ -36,9 +36,9 @@ def relu_forward(z):
     return np.maximum(z, 0)
 
 
-def relu_backward(delta, y):
+def relu_backward(dout, y):
     """δ ⊙ f′ with f′ = 1 where y > 0, else 0."""
-    return delta * (y > 0)
+    return dout * (y > 0)
 
 
 def sigmoid_forward(z):
@@ -46,18 +46,18 @@ def sigmoid_forward(z):
         return 1 / (1 + np.exp(-z))
 
 
-def sigmoid_backward(delta, y):
+def sigmoid_backward(dout, y):
     """δ ⊙ y(1 − y)."""
-    return delta * y * (1 - y)
+    return dout * y * (1 - y)
 
 
 def tanh_forward(z):
     return np.tanh(z)
 
 
-def tanh_backward(delta, y):
+def tanh_backward(dout, y):
     """δ ⊙ (1 − y²)."""
-    return delta * (1 - y * y)
+    return dout * (1 - y * y)
 
 
 # -- convolution (im2col) -----------------------------------------------------------------
@@ -85,22 +85,22 @@ def conv2d_forward(x, W, b, stride, padding):
     return np.ascontiguousarray(y), (cols, x_padded.shape)
 
 
-def conv2d_backward(delta, cache, W, dW, db, stride, padding):
+def conv2d_backward(dout, cache, W, dW, db, stride, padding):
     """∂E/∂w = Σ_positions ∂E/∂net · x(patch) into ``dW``, ∂E/∂b = Σ ∂E/∂net into ``db``;
     return ∂E/∂x of shape (N, C, H, W).
 
-    delta (N, F, OH, OW) is ∂E/∂net for every output position.
+    dout (N, F, OH, OW) is ∂E/∂net for every output position.
     """
     cols, padded_shape = cache
     F, C, kh, kw = W.shape
     (sh, sw), (ph, pw) = stride, padding
-    N, _, OH, OW = delta.shape
-    delta_rows = delta.transpose(0, 2, 3, 1).reshape(N * OH * OW, F)
-    dW[...] = (delta_rows.T @ cols).reshape(W.shape)
-    np.sum(delta_rows, axis=0, out=db)
+    N, _, OH, OW = dout.shape
+    dout_rows = dout.transpose(0, 2, 3, 1).reshape(N * OH * OW, F)
+    dW[...] = (dout_rows.T @ cols).reshape(W.shape)
+    np.sum(dout_rows, axis=0, out=db)
     # Each output position sends δ · w back to every input of its patch.
-    dcols = (delta_rows @ W.reshape(F, -1)).reshape(N, OH, OW, C, kh, kw)
-    dx_padded = np.zeros(padded_shape, dtype=delta.dtype)
+    dcols = (dout_rows @ W.reshape(F, -1)).reshape(N, OH, OW, C, kh, kw)
+    dx_padded = np.zeros(padded_shape, dtype=dout.dtype)
     for i in range(kh):
         for j in range(kw):
             dx_padded[:, :, i:i + sh * OH:sh, j:j + sw * OW:sw] += dcols[..., i, j].transpose(0, 3, 1, 2)
@@ -123,14 +123,14 @@ def maxpool_forward(x, pool, stride):
     return y, argmax
 
 
-def maxpool_backward(delta, argmax, x_shape, pool, stride):
+def maxpool_backward(dout, argmax, x_shape, pool, stride):
     """Route each δ to the input that was the window's maximum; zero elsewhere."""
     (kh, kw), (sh, sw) = pool, stride
-    N, C, OH, OW = delta.shape
-    dx = np.zeros(x_shape, dtype=delta.dtype)
+    N, C, OH, OW = dout.shape
+    dx = np.zeros(x_shape, dtype=dout.dtype)
     for i in range(kh):
         for j in range(kw):
-            routed = delta * (argmax == i * kw + j)
+            routed = dout * (argmax == i * kw + j)
             dx[:, :, i:i + sh * OH:sh, j:j + sw * OW:sw] += routed
     return dx
 

@@ -208,8 +208,8 @@ def run(x, labels, targets, P, G, WF, WI, loss_kind, opt_kind, buf1, buf2):
     if pc <= L:
         loss[0] = _loss(loss_kind, A, N * last[OUT], N, K, labels, targets, use_labels, D, S[S_N], one)
         pc = L + 1
-    # backward: ∂L/∂y is in D's first half; the halves swap at each op with weights or pooling;
-    # ∂L/∂x of layer 0 is not computed. int64, not the literal 0: a literal would compile every
+    # backward: ∂E/∂y is in D's first half; the halves swap at each op with weights or pooling;
+    # ∂E/∂x of layer 0 is not computed. int64, not the literal 0: a literal would compile every
     # op kernel a second time.
     half = np.int64(D.size // 2)
     do = half * WI[H_HALF]

@@ -50,7 +50,7 @@ def _activation_backward(kind, A, yo, D, do, size, one):
 
 @jit
 def _loss(kind, A, yo, N, K, labels, targets, use_labels, D, count, one):
-    """Mean loss over the batch (float64); ∂L/∂y into D[:N·K]. Formulas as in ``losses.py``."""
+    """Mean loss over the batch (float64); ∂E/∂y into D[:N·K]. Formulas as in ``losses.py``."""
     y = A[yo:yo + N * K].reshape(N, K)
     d = D[:N * K].reshape(N, K)
     total = 0.0
