@@ -54,7 +54,7 @@ class CheckpointRefused(CheckpointError):
 class CheckpointWriteError(CheckpointError):
     """A checkpoint could not be written (``.errno`` says why, e.g. ENOSPC); older ones are intact."""
 
-    def __init__(self, message, errno_value=None):
+    def __init__(self, message: str, errno_value: int | None = None):
         super().__init__(message)
         self.errno = errno_value
 
@@ -66,7 +66,7 @@ class DivergenceError(PiBackpropError, ArithmeticError):
     last checkpoint; nothing diverged was written to disk.
     """
 
-    def __init__(self, message, step, value):
+    def __init__(self, message: str, step: int, value: float):
         super().__init__(message)
         self.step, self.value = step, value
 

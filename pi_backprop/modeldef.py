@@ -29,6 +29,7 @@ import os
 import sys
 import tomllib
 from pathlib import Path
+from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
@@ -37,6 +38,9 @@ from .nn import layers as L
 from .nn.losses import MSELoss, SoftmaxCrossEntropy
 from .nn.optim import OPTIMIZERS
 from .nn.sequential import Sequential
+
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
 
 LOSSES = {"softmax_cross_entropy": SoftmaxCrossEntropy, "mse": MSELoss}
 TRAINING_KEYS = {"optimizer": str, "lr": float, "batch_size": int, "momentum": float, "weight_decay": float}
@@ -68,7 +72,7 @@ class ModelDefinition:
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "model definition") -> "ModelDefinition":
-        def fail(message):
+        def fail(message: str) -> NoReturn:
             raise ModelDefinitionError(f"{source}: {message}")
 
         if not isinstance(data, dict):
@@ -134,7 +138,7 @@ class ModelDefinition:
             fail(f"the last layer gives outputs of shape {outputs}, but there are {len(classes)} classes")
         return definition
 
-    def build(self, seed=None, dtype=np.float32) -> Sequential:
+    def build(self, seed: int | None = None, dtype: "DTypeLike" = np.float32) -> Sequential:
         """A freshly initialised ``Sequential`` for this definition (``model.definition`` is set)."""
         layers, shape = [], self.input_shape
         for index, spec in enumerate(self.layers):
@@ -154,7 +158,7 @@ class ModelDefinition:
         model.definition = self
         return model
 
-    def make_loss(self):
+    def make_loss(self) -> SoftmaxCrossEntropy | MSELoss:
         return LOSSES[self.loss]()
 
     def to_dict(self) -> dict:
@@ -185,7 +189,7 @@ def available_models() -> list:
     return sorted({p.stem for folder in model_search_path() if folder.is_dir() for p in folder.glob("*.toml")})
 
 
-def find_model_file(path_or_name) -> Path:
+def find_model_file(path_or_name: Path | str) -> Path:
     candidate = Path(path_or_name)
     if candidate.suffix == ".toml" or os.sep in str(path_or_name):
         if not candidate.is_file():
@@ -200,7 +204,7 @@ def find_model_file(path_or_name) -> Path:
                                "(or give a path to a .toml file)")
 
 
-def load_definition(path_or_name) -> ModelDefinition:
+def load_definition(path_or_name: Path | str) -> ModelDefinition:
     """Read and validate a model definition by name (``models/<name>.toml``) or path."""
     path = find_model_file(path_or_name)
     try:
@@ -212,6 +216,6 @@ def load_definition(path_or_name) -> ModelDefinition:
     return ModelDefinition.from_dict(data, source=str(path))
 
 
-def load_model(path_or_name, seed=None, dtype=np.float32) -> Sequential:
+def load_model(path_or_name: Path | str, seed: int | None = None, dtype: "DTypeLike" = np.float32) -> Sequential:
     """A freshly initialised ``Sequential`` from a model definition (name or path)."""
     return load_definition(path_or_name).build(seed=seed, dtype=dtype)

@@ -8,6 +8,7 @@ imported only when its backend is first used, never by ``import pi_backprop``.
 import importlib
 import logging
 import os
+from types import ModuleType
 
 from ..exc import BackendError
 
@@ -55,18 +56,18 @@ def get_backend() -> str:
     return current
 
 
-def kernels(name: str | None = None):
+def kernels(name: str | None = None) -> ModuleType:
     """The kernel module of backend ``name`` (default: the one in use)."""
     return _load(name or get_backend())
 
 
-def _checked_name(name, where):
+def _checked_name(name: str, where: str) -> str:
     if name not in BACKENDS:
         raise BackendError(f"{where}: unknown backend {name!r}; choose 'numba' or 'numpy'")
     return name
 
 
-def _load(name):
+def _load(name: str) -> ModuleType:
     module = _modules.get(name)
     if module is None:
         try:

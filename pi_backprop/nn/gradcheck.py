@@ -1,9 +1,18 @@
 """Central-difference gradient check: the independent witness for every ``backward``."""
 
+from collections.abc import Callable
+from typing import TYPE_CHECKING
+
 import numpy as np
 
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
-def relative_error(analytic, numeric) -> float:
+    from .losses import Loss
+    from .sequential import Sequential
+
+
+def relative_error(analytic: np.ndarray, numeric: np.ndarray) -> float:
     """max |a − n| over the tensor, relative to the tensor's largest gradient max(|a|, |n|).
 
     Scaled per tensor rather than per element: an element whose gradient is ~1e-9 has a
@@ -15,7 +24,7 @@ def relative_error(analytic, numeric) -> float:
     return float(np.max(np.abs(analytic - numeric)) / scale)
 
 
-def numerical_gradient(f, array, eps):
+def numerical_gradient(f: Callable[[], float], array: np.ndarray, eps: float) -> np.ndarray:
     """∂f/∂array by central differences, (f(a + ε) − f(a − ε)) / 2ε, one element at a time.
 
     ``array`` is perturbed in place and restored exactly.
@@ -33,7 +42,7 @@ def numerical_gradient(f, array, eps):
     return grad
 
 
-def gradcheck(model, loss, x, t, eps=1e-6) -> dict:
+def gradcheck(model: "Sequential", loss: "Loss", x: "ArrayLike", t: "ArrayLike", eps: float = 1e-6) -> dict:
     """Compare backprop with central differences for every parameter of ``model``.
 
     Use a float64 model: in float32 rounding swamps any ε. Returns

@@ -7,18 +7,22 @@ the per-sample shape (no N) and is how ``Sequential`` checks that layers fit tog
 """
 
 import math
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from ..exc import ModelDefinitionError
 from .backend import kernels
 
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
 
-def _is_int(value):
+
+def _is_int(value: object) -> bool:
     return isinstance(value, (int, np.integer)) and not isinstance(value, bool)
 
 
-def _pair(value, what):
+def _pair(value: object, what: str) -> tuple[int, int]:
     # A float or bool (e.g. `kernel_size = 3.0` in TOML) must be refused here, not crash or pass as 1.
     if _is_int(value):
         pair = (value, value)
@@ -29,7 +33,7 @@ def _pair(value, what):
     return int(pair[0]), int(pair[1])
 
 
-def _positive(value, what):
+def _positive(value: object, what: str) -> int:
     if not isinstance(value, (int, np.integer)) or isinstance(value, bool) or value < 1:
         raise ModelDefinitionError(f"{what} must be a positive int, got {value!r}")
     return int(value)
@@ -38,7 +42,7 @@ def _positive(value, what):
 class Layer:
     """Base class. Layers with parameters fill ``params`` and ``grads`` (same keys, shapes)."""
 
-    def __init__(self):
+    def __init__(self) -> None:
         self.params = {}
         self.grads = {}
 
@@ -46,23 +50,23 @@ class Layer:
         """Name -> shape of every parameter (empty for layers without any)."""
         return {}
 
-    def init_params(self, rng) -> None:
+    def init_params(self, rng: np.random.Generator) -> None:
         """Fill ``params`` with fresh initial values drawn from ``rng``."""
 
     def output_shape(self, input_shape: tuple) -> tuple:
         """Per-sample output shape for a per-sample ``input_shape``; raises if it does not fit."""
         return tuple(input_shape)
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def backward(self, delta):
+    def backward(self, delta: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def predict(self, x):
+    def predict(self, x: np.ndarray) -> np.ndarray:
         return self.forward(x)
 
-    def _allocate(self, dtype=np.float32, rng=None):
+    def _allocate(self, dtype: "DTypeLike" = np.float32, rng: np.random.Generator | None = None) -> None:
         """Own parameter arrays, for a layer used on its own (``Sequential`` rebinds them)."""
         self.params = {k: np.zeros(s, dtype) for k, s in self.param_shapes().items()}
         self.grads = {k: np.zeros(s, dtype) for k, s in self.param_shapes().items()}
@@ -71,11 +75,11 @@ class Layer:
     def _describe(self) -> str:
         return f"{type(self).__name__}()"
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return self._describe()
 
 
-def _uniform_fan_in(layer, rng, fan_in):
+def _uniform_fan_in(layer: Layer, rng: np.random.Generator, fan_in: int) -> None:
     # PyTorch's default for Linear/Conv2d: U(-1/√fan_in, 1/√fan_in) for weights and bias,
     # so a recipe copied from PyTorch starts from the same distribution.
     bound = 1 / math.sqrt(fan_in)
@@ -92,30 +96,30 @@ class Dense(Layer):
         self.out_features = _positive(out_features, "Dense out_features")
         self._allocate()
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict:
         return {"W": (self.in_features, self.out_features), "b": (self.out_features,)}
 
-    def init_params(self, rng):
+    def init_params(self, rng: np.random.Generator) -> None:
         _uniform_fan_in(self, rng, self.in_features)
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple) -> tuple:
         if tuple(input_shape) != (self.in_features,):
             raise ModelDefinitionError(
                 f"expects input of shape ({self.in_features},), got {tuple(input_shape)}"
                 + ("; put a Flatten before it" if len(input_shape) > 1 else ""))
         return (self.out_features,)
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         self.x = x
         return kernels().dense_forward(x, self.params["W"], self.params["b"])
 
-    def predict(self, x):
+    def predict(self, x: np.ndarray) -> np.ndarray:
         return kernels().dense_forward(x, self.params["W"], self.params["b"])
 
-    def backward(self, delta):
+    def backward(self, delta: np.ndarray) -> np.ndarray:
         return kernels().dense_backward(delta, self.x, self.params["W"], self.grads["W"], self.grads["b"])
 
-    def _describe(self):
+    def _describe(self) -> str:
         return f"Dense({self.in_features}, {self.out_features})"
 
 
@@ -126,7 +130,8 @@ class Conv2D(Layer):
     OH = (H + 2·ph − kh) // sh + 1, likewise OW.
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size, stride=1, padding=0):
+    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] | list[int],
+                 stride: int | tuple[int, int] | list[int] = 1, padding: int | tuple[int, int] | list[int] = 0):
         super().__init__()
         self.in_channels = _positive(in_channels, "Conv2D in_channels")
         self.out_channels = _positive(out_channels, "Conv2D out_channels")
@@ -139,13 +144,13 @@ class Conv2D(Layer):
                 f"{self.kernel_size}, {self.stride}, {self.padding}")
         self._allocate()
 
-    def param_shapes(self):
+    def param_shapes(self) -> dict:
         return {"W": (self.out_channels, self.in_channels) + self.kernel_size, "b": (self.out_channels,)}
 
-    def init_params(self, rng):
+    def init_params(self, rng: np.random.Generator) -> None:
         _uniform_fan_in(self, rng, self.in_channels * self.kernel_size[0] * self.kernel_size[1])
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple) -> tuple:
         if len(input_shape) != 3 or input_shape[0] != self.in_channels:
             raise ModelDefinitionError(
                 f"expects input of shape ({self.in_channels}, H, W), got {tuple(input_shape)}")
@@ -156,18 +161,18 @@ class Conv2D(Layer):
                 f"kernel {kh}x{kw} is larger than the padded input {H + 2 * ph}x{W + 2 * pw}")
         return (self.out_channels, (H + 2 * ph - kh) // sh + 1, (W + 2 * pw - kw) // sw + 1)
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         y, self._cache = kernels().conv2d_forward(x, self.params["W"], self.params["b"], self.stride, self.padding)
         return y
 
-    def predict(self, x):
+    def predict(self, x: np.ndarray) -> np.ndarray:
         return kernels().conv2d_forward(x, self.params["W"], self.params["b"], self.stride, self.padding)[0]
 
-    def backward(self, delta):
+    def backward(self, delta: np.ndarray) -> np.ndarray:
         return kernels().conv2d_backward(delta, self._cache, self.params["W"], self.grads["W"],
                                          self.grads["b"], self.stride, self.padding)
 
-    def _describe(self):
+    def _describe(self) -> str:
         extra = ""
         if self.stride != (1, 1):
             extra += f", stride={self.stride[0] if self.stride[0] == self.stride[1] else self.stride}"
@@ -180,7 +185,8 @@ class Conv2D(Layer):
 class MaxPool2D(Layer):
     """Max over pool_size windows; stride defaults to pool_size. No padding, floor division."""
 
-    def __init__(self, pool_size, stride=None):
+    def __init__(self, pool_size: int | tuple[int, int] | list[int],
+                 stride: int | tuple[int, int] | list[int] | None = None):
         super().__init__()
         self.pool_size = _pair(pool_size, "MaxPool2D pool_size")
         self.stride = self.pool_size if stride is None else _pair(stride, "MaxPool2D stride")
@@ -188,7 +194,7 @@ class MaxPool2D(Layer):
             raise ModelDefinitionError(
                 f"MaxPool2D needs pool_size and stride >= 1, got {self.pool_size}, {self.stride}")
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple) -> tuple:
         if len(input_shape) != 3:
             raise ModelDefinitionError(f"expects input of shape (C, H, W), got {tuple(input_shape)}")
         C, H, W = input_shape
@@ -197,18 +203,18 @@ class MaxPool2D(Layer):
             raise ModelDefinitionError(f"pool {kh}x{kw} is larger than the input {H}x{W}")
         return (C, (H - kh) // sh + 1, (W - kw) // sw + 1)
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         self.x_shape = x.shape
         y, self.argmax = kernels().maxpool_forward(x, self.pool_size, self.stride)
         return y
 
-    def predict(self, x):
+    def predict(self, x: np.ndarray) -> np.ndarray:
         return kernels().maxpool_forward(x, self.pool_size, self.stride)[0]
 
-    def backward(self, delta):
+    def backward(self, delta: np.ndarray) -> np.ndarray:
         return kernels().maxpool_backward(delta, self.argmax, self.x_shape, self.pool_size, self.stride)
 
-    def _describe(self):
+    def _describe(self) -> str:
         p, s = self.pool_size, self.stride
         pool = p[0] if p[0] == p[1] else p
         return f"MaxPool2D({pool})" if s == p else f"MaxPool2D({pool}, stride={s[0] if s[0] == s[1] else s})"
@@ -217,17 +223,17 @@ class MaxPool2D(Layer):
 class Flatten(Layer):
     """(N, C, H, W) -> (N, C·H·W) in C order, as ``numpy.reshape``."""
 
-    def output_shape(self, input_shape):
+    def output_shape(self, input_shape: tuple) -> tuple:
         return (int(np.prod(input_shape)),)
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         self.x_shape = x.shape
         return x.reshape(x.shape[0], -1)
 
-    def predict(self, x):
+    def predict(self, x: np.ndarray) -> np.ndarray:
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, delta):
+    def backward(self, delta: np.ndarray) -> np.ndarray:
         return delta.reshape(self.x_shape)
 
 
@@ -236,14 +242,14 @@ class _Activation(Layer):
 
     name = None
 
-    def forward(self, x):
+    def forward(self, x: np.ndarray) -> np.ndarray:
         self.y = getattr(kernels(), f"{self.name}_forward")(x)
         return self.y
 
-    def predict(self, x):
+    def predict(self, x: np.ndarray) -> np.ndarray:
         return getattr(kernels(), f"{self.name}_forward")(x)
 
-    def backward(self, delta):
+    def backward(self, delta: np.ndarray) -> np.ndarray:
         return getattr(kernels(), f"{self.name}_backward")(delta, self.y)
 
 

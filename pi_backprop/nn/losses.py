@@ -4,12 +4,27 @@
 Targets ``t`` are int class indices (N,) or one-hot / real targets (N, C).
 """
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..exc import InputError, ShapeError
 
+if TYPE_CHECKING:
+    from typing import Protocol
 
-def check_targets(y, t, where):
+    from numpy.typing import ArrayLike, DTypeLike
+
+    class Loss(Protocol):
+        """For hints only: what ``Sequential.train_step`` and ``gradcheck`` use of a loss (the
+        two below, or any object with these methods: the layer path calls nothing else)."""
+
+        def forward(self, y: np.ndarray, t: ArrayLike) -> float: ...
+
+        def backward(self) -> np.ndarray: ...
+
+
+def check_targets(y: np.ndarray, t: "ArrayLike", where: str) -> np.ndarray:
     """Validate targets for outputs ``y`` (N, C); return them as an array of matching dtype.
 
     Int labels (N,) must lie in [0, C); real targets must have the shape of ``y``.
@@ -31,7 +46,7 @@ def check_targets(y, t, where):
     return t.astype(y.dtype, copy=False)
 
 
-def one_hot(labels, num_classes, dtype=np.float32):
+def one_hot(labels: np.ndarray, num_classes: int, dtype: "DTypeLike" = np.float32) -> np.ndarray:
     """Int labels (N,) -> (N, num_classes) with a 1 at each label."""
     out = np.zeros((labels.shape[0], num_classes), dtype)
     out[np.arange(labels.shape[0]), labels] = 1
@@ -45,7 +60,7 @@ class MSELoss:
     δ = (y − t)·y(1 − y) (divided by N for the batch mean).
     """
 
-    def forward(self, y, t):
+    def forward(self, y: np.ndarray, t: "ArrayLike") -> float:
         y = _outputs(y, "MSELoss")
         t = check_targets(y, t, "MSELoss")
         if t.ndim == 1:
@@ -53,10 +68,10 @@ class MSELoss:
         self.diff = y - t
         return float(0.5 * np.sum(self.diff * self.diff) / y.shape[0])
 
-    def backward(self):
+    def backward(self) -> np.ndarray:
         return self.diff / self.diff.dtype.type(self.diff.shape[0])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "MSELoss()"
 
 
@@ -69,7 +84,7 @@ class SoftmaxCrossEntropy:
     Computed with the largest logit subtracted, so large logits do not overflow.
     """
 
-    def forward(self, y, t):
+    def forward(self, y: np.ndarray, t: "ArrayLike") -> float:
         y = _outputs(y, "SoftmaxCrossEntropy")
         t = check_targets(y, t, "SoftmaxCrossEntropy")
         shifted = y - y.max(axis=1, keepdims=True)
@@ -79,15 +94,15 @@ class SoftmaxCrossEntropy:
         self.targets = one_hot(t, y.shape[1], y.dtype) if t.ndim == 1 else t
         return float(-np.sum(self.targets * log_probs) / y.shape[0])
 
-    def backward(self):
+    def backward(self) -> np.ndarray:
         row_sums = self.targets.sum(axis=1, keepdims=True)  # 1 for labels and one-hot rows
         return (self.probs * row_sums - self.targets) / self.probs.dtype.type(self.probs.shape[0])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         return "SoftmaxCrossEntropy()"
 
 
-def _outputs(y, where):
+def _outputs(y: object, where: str) -> np.ndarray:
     if not isinstance(y, np.ndarray) or y.ndim != 2 or y.shape[0] == 0:
         shape = getattr(y, "shape", type(y).__name__)
         raise ShapeError(f"{where}: expects model outputs of shape (N, classes) with N >= 1, got {shape}")

@@ -5,13 +5,18 @@ a view into it), so an update is a handful of vector operations whatever the dep
 bit-exactly: hyper-parameters, the step count and every buffer.
 """
 
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..exc import CheckpointError, ConfigError
 from .backend import kernels
 
+if TYPE_CHECKING:
+    from .sequential import Sequential
 
-def _non_negative(value, what):
+
+def _non_negative(value: float, what: str) -> float:
     value = float(value)
     if not np.isfinite(value) or value < 0:
         raise ConfigError(f"{what} must be a finite number >= 0, got {value}")
@@ -22,17 +27,17 @@ class Optimizer:
     kind = None
     hyper_names = ()
 
-    def __init__(self, model):
+    def __init__(self, model: "Sequential"):
         self.model = model
         self.step_count = 0
         self.buffers = {}
 
     @property
-    def lr(self):
+    def lr(self) -> float:
         return self._lr
 
     @lr.setter
-    def lr(self, value):
+    def lr(self, value: float) -> None:
         self._lr = _non_negative(value, f"{type(self).__name__} lr")
 
     def hyper(self) -> dict:
@@ -57,7 +62,7 @@ class Optimizer:
             target[...] = source
         self.step_count = int(state["step"])
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyper().items())
         return f"{type(self).__name__}({args})"
 
@@ -71,14 +76,14 @@ class SGD(Optimizer):
     kind = "sgd"
     hyper_names = ("lr", "momentum", "weight_decay")
 
-    def __init__(self, model, lr, momentum=0.0, weight_decay=0.0):
+    def __init__(self, model: "Sequential", lr: float, momentum: float = 0.0, weight_decay: float = 0.0):
         super().__init__(model)
         self.lr = lr
         self.momentum = _non_negative(momentum, "SGD momentum")
         self.weight_decay = _non_negative(weight_decay, "SGD weight_decay")
         self.buffers = {"velocity": np.zeros_like(model.parameter_vector)}
 
-    def step(self):
+    def step(self) -> None:
         """Update the parameters from the gradients of the last ``backward``."""
         self.step_count += 1
         kernels().sgd_update(self.model.parameter_vector, self.model.gradient_vector,
@@ -93,7 +98,8 @@ class Adam(Optimizer):
     kind = "adam"
     hyper_names = ("lr", "beta1", "beta2", "eps")
 
-    def __init__(self, model, lr=1e-3, betas=(0.9, 0.999), eps=1e-8):
+    def __init__(self, model: "Sequential", lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8):
         super().__init__(model)
         self.lr = lr
         self.beta1, self.beta2 = (float(b) for b in betas)
@@ -103,7 +109,7 @@ class Adam(Optimizer):
         self.buffers = {"m": np.zeros_like(model.parameter_vector),
                         "v": np.zeros_like(model.parameter_vector)}
 
-    def step(self):
+    def step(self) -> None:
         self.step_count += 1
         kernels().adam_update(self.model.parameter_vector, self.model.gradient_vector,
                               self.buffers["m"], self.buffers["v"], self.lr, self.beta1,

@@ -5,12 +5,21 @@ Every layer's ``params[...]`` and ``grads[...]`` arrays are views into
 and an optimizer updates the whole model with a few vector operations.
 """
 
+from collections.abc import Iterable
+from typing import TYPE_CHECKING
+
 import numpy as np
 
 from ..exc import InputError, ModelDefinitionError, ShapeError
 from . import backend as _backend
 from .backend import get_backend
 from .layers import Dense, Layer
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike, DTypeLike
+
+    from .losses import Loss
+    from .optim import Optimizer
 
 _DTYPES = (np.dtype(np.float32), np.dtype(np.float64))
 _program_for = None  # fused.program_for, imported on first use (fused imports no numba)
@@ -26,7 +35,8 @@ class Sequential:
                   leading ``Dense``, otherwise taken from the first batch seen
     """
 
-    def __init__(self, layers, seed=None, dtype=np.float32, *, input_shape=None):
+    def __init__(self, layers: Iterable[Layer], seed: int | None = None, dtype: "DTypeLike" = np.float32, *,
+                 input_shape: Iterable[int] | None = None):
         self.layers = list(layers)
         for index, layer in enumerate(self.layers):
             if not isinstance(layer, Layer):
@@ -48,7 +58,7 @@ class Sequential:
 
     # -- parameters -------------------------------------------------------------------------
 
-    def _bind_parameters(self, rng):
+    def _bind_parameters(self, rng: np.random.Generator) -> None:
         shapes = [(layer, name, shape) for layer in self.layers for name, shape in layer.param_shapes().items()]
         total = sum(int(np.prod(shape)) for _, _, shape in shapes)
         self.parameter_vector = np.zeros(total, self.dtype)
@@ -82,7 +92,7 @@ class Sequential:
 
     # -- shapes -----------------------------------------------------------------------------
 
-    def _fit_shapes(self, input_shape):
+    def _fit_shapes(self, input_shape: tuple) -> None:
         """Walk the per-sample shape through the layers; raise naming the layer that does not fit."""
         shapes, shape = [], input_shape
         for index, layer in enumerate(self.layers):
@@ -93,7 +103,7 @@ class Sequential:
             shapes.append(shape)
         self.input_shape, self.output_shapes = input_shape, shapes
 
-    def check_input(self, x):
+    def check_input(self, x: "ArrayLike") -> np.ndarray:
         """Return ``x`` as a C-contiguous array of the model dtype, or raise before any work."""
         if not isinstance(x, np.ndarray):
             x = np.asarray(x)
@@ -114,7 +124,7 @@ class Sequential:
 
     # -- running ----------------------------------------------------------------------------
 
-    def forward(self, x):
+    def forward(self, x: "ArrayLike") -> np.ndarray:
         """Outputs (N, out) for inputs (N, *input_shape), keeping what ``backward`` needs."""
         x = self.check_input(x)
         for layer in self.layers:
@@ -122,7 +132,7 @@ class Sequential:
         self._forward_shape = x.shape
         return x
 
-    def backward(self, dout):
+    def backward(self, dout: "ArrayLike") -> np.ndarray:
         """Back-propagate ∂L/∂output (N, out) of the last ``forward``; overwrite every layer's
         grads; return ∂L/∂x."""
         delta = np.asarray(dout, dtype=self.dtype)
@@ -136,7 +146,7 @@ class Sequential:
             delta = layer.backward(delta)
         return delta
 
-    def predict(self, x):
+    def predict(self, x: "ArrayLike") -> np.ndarray:
         """Outputs for inputs, for inference: nothing is kept for a backward pass.
 
         With the numba backend this is one compiled call (see ``engine.program``).
@@ -151,7 +161,7 @@ class Sequential:
             x = layer.predict(x)
         return x
 
-    def train_step(self, x, t, loss, optimizer) -> float:
+    def train_step(self, x: "ArrayLike", t: "ArrayLike", loss: "Loss", optimizer: "Optimizer") -> float:
         """One step of training: forward, loss, backward, optimizer update. Returns the loss.
 
         With the numba backend, a supported model (the layers of this package), loss
@@ -186,7 +196,7 @@ class Sequential:
 
     # -- description ------------------------------------------------------------------------
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         name = type(self).__name__
         head = f"{name}(input_shape={self.input_shape}, dtype={self.dtype.name}, backend={get_backend()})"
         rows = [("#", "layer", "output shape", "params")]

@@ -29,6 +29,7 @@ import concurrent.futures
 import dataclasses
 import logging
 import queue
+from collections.abc import Callable, Iterable
 
 from ..exc import CommandError, PiBackpropError
 
@@ -75,19 +76,19 @@ class Commands:
     ``close()`` (at stop) fails what is still queued and refuses new commands.
     """
 
-    def __init__(self, class_names):
+    def __init__(self, class_names: Iterable[str]):
         self.class_names = tuple(class_names)
         self._handlers = {}
         self._queue = queue.SimpleQueue()   # put() is safe in a signal handler
         self._closed = False
 
-    def handle(self, name: str, handler) -> None:
+    def handle(self, name: str, handler: Callable[[Command], object]) -> None:
         """``handler(command) -> result`` carries out ``name``."""
         if name not in COMMANDS:
             raise CommandError(f"unknown command {name!r}")
         self._handlers[name] = handler
 
-    def submit(self, name: str, *, source: str = "", **args) -> concurrent.futures.Future:
+    def submit(self, name: str, *, source: str = "", **args: object) -> concurrent.futures.Future:
         """Check and send one command; returns a Future of its result.
 
         Bad commands raise ``CommandError`` here, in the sender's thread. A queued command's
@@ -124,7 +125,7 @@ class Commands:
                 return
             future.set_exception(CommandError(f"{command.name}: the service stopped first"))
 
-    def _run(self, command, future):
+    def _run(self, command: Command, future: concurrent.futures.Future) -> None:
         if not future.set_running_or_notify_cancel():
             return
         handler = self._handlers.get(command.name)
@@ -138,7 +139,7 @@ class Commands:
             _log.exception("command %s from %s failed", command.name, command.source or "?")
             future.set_exception(CommandError(f"{command.name} failed: {error}"))
 
-    def _checked(self, name, args, source) -> Command:
+    def _checked(self, name: str, args: dict, source: str) -> Command:
         spec = COMMANDS.get(name)
         if spec is None:
             raise CommandError(f"unknown command {name!r}; known: {', '.join(COMMANDS)}")
@@ -159,7 +160,7 @@ class Commands:
                 checked[key] = _whole(name, key, checked[key])
         return Command(name, checked, str(source))
 
-    def class_index(self, label) -> int:
+    def class_index(self, label: int | str) -> int:
         """A class index from an index or a class name."""
         if isinstance(label, str) and label in self.class_names:
             return self.class_names.index(label)
@@ -169,13 +170,13 @@ class Commands:
                            f"({', '.join(self.class_names)}) or their indices 0..{len(self.class_names) - 1}")
 
 
-def _whole(name, key, value) -> int:
+def _whole(name: str, key: str, value: object) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < 0:
         raise CommandError(f"{name}: {key} must be a whole number >= 0, got {value!r}")
     return int(value)
 
 
-def _seconds(name, value) -> float:
+def _seconds(name: str, value: object) -> float:
     if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
         raise CommandError(f"{name}: seconds must be a number > 0, got {value!r}")
     return float(value)

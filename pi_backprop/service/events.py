@@ -30,6 +30,8 @@ import dataclasses
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
+from typing import Self
 
 _log = logging.getLogger(__name__)
 
@@ -65,13 +67,13 @@ class Listener:
     A context manager: leaving it unsubscribes.
     """
 
-    def __init__(self, bus, kinds, maxsize):
+    def __init__(self, bus: "EventBus", kinds: frozenset[str] | None, maxsize: int):
         self._bus, self.kinds = bus, kinds
         self._events = collections.deque(maxlen=maxsize)
         self._ready = threading.Condition()
         self.dropped = 0
 
-    def put(self, event) -> None:
+    def put(self, event: Event) -> None:
         """Queue one event (the bus calls this)."""
         with self._ready:
             if len(self._events) == self._events.maxlen:
@@ -88,10 +90,10 @@ class Listener:
     def close(self) -> None:
         self._bus.unsubscribe(self.put)
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
 
@@ -103,30 +105,31 @@ class EventBus:
     that talk to a network take a ``listen()`` queue and read it in their own thread.
     """
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._lock = threading.Lock()
         self._subscribers = []   # (callable(Event), frozenset of kinds or None for all)
         self._count = 0
         self._delivering = threading.local()   # .pending: this thread's events not yet delivered
 
-    def subscribe(self, callback, kinds=None):
+    def subscribe(self, callback: Callable[[Event], object],
+                  kinds: str | Iterable[str] | None = None) -> Callable[[Event], object]:
         """Call ``callback(event)`` for every event of ``kinds`` (default: all); returns callback."""
         kinds = _checked_kinds(kinds)
         with self._lock:
             self._subscribers.append((callback, kinds))
         return callback
 
-    def unsubscribe(self, callback) -> None:
+    def unsubscribe(self, callback: Callable[[Event], object]) -> None:
         with self._lock:
             self._subscribers = [(c, k) for c, k in self._subscribers if c != callback]
 
-    def listen(self, kinds=None, maxsize: int = LISTEN_QUEUE) -> Listener:
+    def listen(self, kinds: str | Iterable[str] | None = None, maxsize: int = LISTEN_QUEUE) -> Listener:
         """A new ``Listener`` queue subscribed to ``kinds`` (default: all)."""
         listener = Listener(self, _checked_kinds(kinds), maxsize)
         self.subscribe(listener.put, kinds)
         return listener
 
-    def publish(self, kind: str, **data) -> Event:
+    def publish(self, kind: str, **data: object) -> Event:
         """Make the event and hand it on; returns it.
 
         An event published by a subscriber (a state change that turns the LEDs, which report
@@ -150,7 +153,7 @@ class EventBus:
             self._delivering.pending = None
         return event
 
-    def _deliver(self, event):
+    def _deliver(self, event: Event) -> None:
         with self._lock:
             subscribers = list(self._subscribers)
         for callback, kinds in subscribers:
@@ -161,7 +164,7 @@ class EventBus:
                     _log.exception("a listener of %s events failed", event.kind)
 
 
-def _checked_kinds(kinds):
+def _checked_kinds(kinds: str | Iterable[str] | None) -> frozenset[str] | None:
     if kinds is None:
         return None
     kinds = frozenset((kinds,) if isinstance(kinds, str) else kinds)

@@ -10,6 +10,7 @@ RPi.GPIO swallowed.
 import logging
 import threading
 import time
+from collections.abc import Callable, Iterable
 
 _log = logging.getLogger(__name__)
 
@@ -20,7 +21,7 @@ class Labelling:
     class_names : tuple of str, for messages; clock: seconds, monotonic (tests may pass their own)
     """
 
-    def __init__(self, class_names, *, clock=time.monotonic):
+    def __init__(self, class_names: Iterable[str], *, clock: Callable[[], float] = time.monotonic):
         self.class_names = tuple(class_names)
         self._clock = clock
         self._lock = threading.Lock()
@@ -44,7 +45,7 @@ class Labelling:
         with self._lock:
             self._next = index
 
-    def add_level(self, read) -> None:
+    def add_level(self, read: Callable[[], int | None]) -> None:
         """``read() -> class index or None`` is asked at every capture (hold-mode buttons)."""
         self._levels.append(read)
 

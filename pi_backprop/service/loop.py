@@ -22,7 +22,10 @@ import signal
 import sys
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from types import FrameType
+from typing import Self
 
 import numpy as np
 
@@ -33,11 +36,11 @@ from ..modeldef import load_definition
 from ..storage.checkpoint import CheckpointWriteError
 from ..training.datasets import Dataset
 from ..training.inference import confidences
-from ..training.trainer import DivergenceError, Trainer
-from .capture import Capture, SimulatedOperator, check_pins_for_classes, open_source
-from .commands import Commands
-from .config import NO_PIN, diff_live, load_config
-from .events import EventBus
+from ..training.trainer import DivergenceError, StepReport, Trainer
+from .capture import Capture, Sample, SimulatedOperator, check_pins_for_classes, open_source
+from .commands import Command, Commands
+from .config import NO_PIN, Config, diff_live, load_config
+from .events import Event, EventBus
 from .labelling import Labelling
 from .predictions import PredictionReporter, prediction
 from .sdnotify import Notifier
@@ -52,7 +55,7 @@ ERROR_SECONDS = 10.0         # the error pattern stays this long after a part fa
 LIGHTS_FOR_STATE = {"paused": "idle", "stopping": "idle"}   # else the status LEDs show the state's name
 
 
-def balanced_index(train_index, labels) -> np.ndarray:
+def balanced_index(train_index: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Training indices with every present class repeated up to the largest class's count,
     so that an epoch shows the classes equally often (class-balanced batches)."""
     groups = [train_index[labels[train_index] == c] for c in np.unique(labels[train_index])]
@@ -76,8 +79,11 @@ class Service:
     interface for clients; ``state`` is the state last published.
     """
 
-    def __init__(self, config, *, config_path=None, simulate=False, state_dir=None, until_accuracy=None,
-                 max_seconds=None, notifier=None, on_light=None, stop_event=None, backend_chosen=False):
+    def __init__(self, config: Config, *, config_path: Path | str | None = None, simulate: bool = False,
+                 state_dir: Path | str | None = None, until_accuracy: float | None = None,
+                 max_seconds: float | None = None, notifier: Notifier | None = None,
+                 on_light: Callable[[str, str], object] | None = None, stop_event: threading.Event | None = None,
+                 backend_chosen: bool = False):
         self.config, self.config_path, self.simulate = config, config_path, simulate
         self.until_accuracy, self.max_seconds = until_accuracy, max_seconds
         self.notifier = notifier if notifier is not None else Notifier()
@@ -107,7 +113,7 @@ class Service:
 
     # -- start ------------------------------------------------------------------------------
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         try:
             self._open()
         except BaseException:
@@ -115,10 +121,10 @@ class Service:
             raise
         return self
 
-    def __exit__(self, *exc):
+    def __exit__(self, *exc: object) -> None:
         self.close()
 
-    def close(self):
+    def close(self) -> None:
         """Close hardware, store and trainer (idempotent)."""
         self.commands.close()
         if self.capture is not None:
@@ -210,7 +216,7 @@ class Service:
         factory = self._pin_factory()
         pins = [None if pin == NO_PIN else pin for pin in labels.pins]
 
-        def pressed(index):
+        def pressed(index: int) -> None:
             if buttons.mode == "press":
                 self.commands.submit("label_next", label=index, source="buttons")
 
@@ -290,7 +296,7 @@ class Service:
             got = True
         return got
 
-    def _handle_sample(self, sample):
+    def _handle_sample(self, sample: Sample) -> None:
         model = self.trainer.model
         scores = confidences(model.predict(sample.x[None]), self.definition.loss)[0]
         self.events.publish("prediction", **prediction(sample, scores, self.trainer.step, self.definition.classes))
@@ -347,7 +353,7 @@ class Service:
         self._next_refresh = now + max(2.0, 20 * (time.monotonic() - now))
         return self.trainer.dataset is not None
 
-    def _after_step(self, report):
+    def _after_step(self, report: StepReport) -> None:
         self._ping_watchdog()
         self._burst_losses.append(report.loss)
 
@@ -370,7 +376,7 @@ class Service:
             _log.warning("metrics not stored: %s", error)
         self._last_eval = time.monotonic()
 
-    def _roll_back(self, error):
+    def _roll_back(self, error: DivergenceError) -> None:
         self.rollbacks += 1
         trainer = self.trainer
         info = trainer.restore()
@@ -415,14 +421,14 @@ class Service:
         self._last_checkpoint_time = time.monotonic()
         return path
 
-    def _checkpoint_written(self, path):
+    def _checkpoint_written(self, path: Path) -> Path:
         self.rollbacks = 0
         self._last_checkpoint_time = time.monotonic()
         _log.info("checkpoint %s (step %d)", path.name, self.trainer.step)
         self.events.publish("checkpoint", path=str(path), step=self.trainer.step)
         return path
 
-    def _part_failed(self, part, message):
+    def _part_failed(self, part: str, message: str) -> None:
         """A part (store, disk, checkpoint, training) failed: say so, and show the error
         pattern a while."""
         self._error_until = time.monotonic() + ERROR_SECONDS
@@ -443,12 +449,12 @@ class Service:
             state = "training"
         self._publish_state(state)
 
-    def _publish_state(self, state):
+    def _publish_state(self, state: str) -> None:
         if state != self.state:
             previous, self.state = self.state, state
             self.events.publish("state", state=state, previous=previous)
 
-    def _show_state(self, event):
+    def _show_state(self, event: Event) -> None:
         """The status LEDs' listener; a checkpoint flash returns to the state by itself."""
         if event.kind == "checkpoint":
             self.lights.flash_checkpoint()
@@ -477,7 +483,7 @@ class Service:
             _log.info("%s", text)
             self.events.publish("status", text=text, step=self.trainer.step, samples=labelled)
 
-    def _status_text(self, labelled=None) -> str:
+    def _status_text(self, labelled: int | None = None) -> str:
         trainer, metrics = self.trainer, self.metrics
         if labelled is None:
             labelled = int(self.store.class_counts("all").sum())
@@ -535,11 +541,11 @@ class Service:
             yield
             return
 
-        def stop(signum, frame):
+        def stop(signum: int, frame: FrameType | None) -> None:
             _log.info("%s: finishing the current step, then stopping", signal.Signals(signum).name)
             self.stop_event.set()
 
-        def reload(signum, frame):
+        def reload(signum: int, frame: FrameType | None) -> None:
             self.commands.submit("reload", source="SIGHUP")
 
         previous = {sig: signal.signal(sig, handler) for sig, handler in
@@ -566,7 +572,7 @@ class Service:
         handle("checkpoint", self._checkpoint_now)
         handle("reload", lambda c: self._reload(c.source or "reload"))
 
-    def _pause(self, command):
+    def _pause(self, command: Command) -> str | None:
         if not self.paused:
             self.paused = True
             _log.info("training paused (%s) at step %d; capturing and predicting go on",
@@ -574,14 +580,14 @@ class Service:
             self._update_lights()
         return self.state
 
-    def _resume(self, command):
+    def _resume(self, command: Command) -> str | None:
         if self.paused or self.training_stopped:
             _log.info("training resumed (%s) at step %d", command.source or "command", self.trainer.step)
         self.paused, self.training_stopped, self.rollbacks = False, False, 0
         self._update_lights()
         return self.state
 
-    def _delete_sample(self, command):
+    def _delete_sample(self, command: Command) -> bool:
         deleted = self.store.delete_sample(command.args["id"])
         if deleted:
             _log.info("sample %d deleted (%s)", command.args["id"], command.source or "command")
@@ -589,7 +595,7 @@ class Service:
             self._next_refresh = 0.0   # train on the store as it is now
         return deleted
 
-    def _user_roll_back(self, command):
+    def _user_roll_back(self, command: Command) -> int:
         trainer, step = self.trainer, command.args.get("step")
         info = trainer.restore(trainer.step if step is None else step)
         with contextlib.suppress(DataError):
@@ -600,13 +606,13 @@ class Service:
                             reason=f"asked by {command.source or 'a command'}", automatic=False)
         return trainer.step
 
-    def _checkpoint_now(self, command):
+    def _checkpoint_now(self, command: Command) -> str | None:
         if self.trainer.dataset is None or not self.trainer.unsaved_steps:
             return None
         path = self._save_checkpoint()
         return None if path is None else str(path)
 
-    def _reload(self, source="SIGHUP"):
+    def _reload(self, source: str = "SIGHUP") -> dict | None:
         if self.config_path is None:
             _log.warning("%s: no config file to reload", source)
             return
@@ -653,7 +659,7 @@ class Service:
         self.notifier.ready()
         return {"applied": list(changes.live), "restart": list(changes.restart)}
 
-    def _lights_changed(self, state, text):
+    def _lights_changed(self, state: str, text: str) -> None:
         # Called from the caller's thread or the LED thread: only logs and hands on.
         # A checkpoint flash and the return from it are routine: debug, not the journal.
         routine = state == "checkpoint" or state == self._logged_light

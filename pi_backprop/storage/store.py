@@ -30,7 +30,10 @@ import json
 import sqlite3
 import threading
 import time as _time
+from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
+from types import TracebackType
+from typing import TYPE_CHECKING, Literal, Self
 
 import numpy as np
 
@@ -39,6 +42,9 @@ from ..exc import DataError, ShapeError
 from .atomic import atomic_write
 from .npfiles import load_numpy
 from .split import LEGACY_OFFSET, SPLIT_OFFSET, SQL_IS_VALIDATION, VALIDATION_FRACTION, threshold
+
+if TYPE_CHECKING:
+    from numpy.typing import ArrayLike
 
 SCHEMA_VERSION = 1
 APPLICATION_ID = 0x70696270  # "pibp": marks the file as ours
@@ -136,8 +142,8 @@ class SampleStore:
 
     DEFAULTS = {"max_per_class": 500, "max_bytes": 100_000_000, "validation_fraction": VALIDATION_FRACTION}
 
-    def __init__(self, path=None, *, max_per_class: int | None = None, max_bytes: int | None = None,
-                 validation_fraction: float | None = None, readonly: bool = False):
+    def __init__(self, path: Path | str | None = None, *, max_per_class: int | None = None,
+                 max_bytes: int | None = None, validation_fraction: float | None = None, readonly: bool = False):
         self.path = Path(path) if path is not None else default_store_path()
         self.readonly = readonly
         given = {"max_per_class": max_per_class, "max_bytes": max_bytes,
@@ -222,7 +228,7 @@ class SampleStore:
         if db.in_transaction:
             db.execute("COMMIT")
 
-    def _hint(self, error):
+    def _hint(self, error: sqlite3.Error) -> str:
         text = str(error)
         if "not a database" in text:
             return " (the file is not an SQLite database)"
@@ -240,22 +246,22 @@ class SampleStore:
                 self._db.close()
                 self._db = None
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
-    def __repr__(self):
+    def __repr__(self) -> str:
         mode = "read-only" if self.readonly else "read-write"
         return f"<SampleStore {str(self.path)!r} {mode}>"
 
-    def _conn(self):
+    def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             raise DataError(f"sample store {self.path} is closed")
         return self._db
 
-    def _write(self):
+    def _write(self) -> "_Transaction":
         """A context for one write transaction (BEGIN IMMEDIATE .. COMMIT, or ROLLBACK)."""
         if self.readonly:
             raise DataError(f"sample store {self.path} is open read-only")
@@ -270,7 +276,7 @@ class SampleStore:
             rows = self._conn().execute("SELECT name FROM classes ORDER BY label").fetchall()
         return tuple(name for (name,) in rows)
 
-    def set_class_names(self, names) -> None:
+    def set_class_names(self, names: Iterable[str]) -> None:
         """Set the class names, or check that they equal the stored ones (DataError if not)."""
         names = tuple(str(name) for name in names)
         if not names or len(set(names)) != len(names):
@@ -295,7 +301,8 @@ class SampleStore:
             row = self._conn().execute("SELECT shape FROM samples LIMIT 1").fetchone()
         return None if row is None else tuple(json.loads(row[0]))
 
-    def add_sample(self, x, label: int | None = None, source: str = "", *, time: float | None = None) -> int:
+    def add_sample(self, x: "ArrayLike", label: int | None = None, source: str = "", *,
+                   time: float | None = None) -> int:
         """Store one sample and return its id; drops old samples if a bound is exceeded.
 
         x : a numeric array (any shape, the same for every sample; float or integer dtype).
@@ -306,7 +313,8 @@ class SampleStore:
         with self._lock:
             return self._add_many([x], [label], source, time)[0]
 
-    def add_samples(self, x, y, source: str = "", *, time: float | None = None) -> list[int]:
+    def add_samples(self, x: np.ndarray | Sequence["ArrayLike"], y: "ArrayLike", source: str = "", *,
+                    time: float | None = None) -> list[int]:
         """Store many samples (``x`` (N, ...), ``y`` (N,) with -1 for unlabelled) in one transaction."""
         labels = [None if int(label) < 0 else int(label) for label in np.asarray(y).reshape(-1)]
         if len(labels) != len(x):
@@ -314,7 +322,8 @@ class SampleStore:
         with self._lock:
             return self._add_many(x, labels, source, time)
 
-    def _add_many(self, xs, labels, source, time):
+    def _add_many(self, xs: np.ndarray | Sequence["ArrayLike"], labels: Sequence[int | None], source: str,
+                  time: float | None) -> list[int]:
         with self._write() as db:
             count = len(self.class_names)
             stored_shape = self.sample_shape
@@ -354,7 +363,7 @@ class SampleStore:
                 return self._enforce_limits(db)
 
     @staticmethod
-    def _check_settings(max_per_class, max_bytes, validation_fraction=VALIDATION_FRACTION):
+    def _check_settings(max_per_class: int, max_bytes: int, validation_fraction: float = VALIDATION_FRACTION) -> None:
         if int(max_per_class) < 1 or int(max_bytes) < 1:
             raise DataError(f"store bounds must be positive, got max_per_class={max_per_class}, "
                             f"max_bytes={max_bytes}")
@@ -367,7 +376,7 @@ class SampleStore:
                            [("max_per_class", self.max_per_class), ("max_bytes", self.max_bytes),
                             ("validation_fraction", self.validation_fraction)])
 
-    def _enforce_limits(self, db) -> int:
+    def _enforce_limits(self, db: sqlite3.Connection) -> int:
         """Delete what exceeds the bounds, oldest first; returns how many samples went."""
         groups = {label: [count, size] for label, count, size in
                   db.execute("SELECT label, count(*), sum(nbytes) FROM samples GROUP BY label")}
@@ -375,7 +384,7 @@ class SampleStore:
         oldest = {label: _oldest_ids(db, label) for label in groups}
         victims = []
 
-        def drop(label):
+        def drop(label: int | None) -> None:
             nonlocal total
             sample_id, size = next(oldest[label])
             victims.append((sample_id,))
@@ -405,7 +414,7 @@ class SampleStore:
                 self._split_params).fetchall()
         return dict(rows)
 
-    def class_counts(self, split: str = "train"):
+    def class_counts(self, split: str = "train") -> np.ndarray:
         """Labelled samples per class in a split: int64, shape (len(class_names),)."""
         result = np.zeros(len(self.class_names), dtype=np.int64)
         for label, count in self.counts(split).items():
@@ -413,11 +422,11 @@ class SampleStore:
                 result[label] = count
         return result
 
-    def __len__(self):
+    def __len__(self) -> int:
         with self._lock:
             return self._conn().execute("SELECT count(*) FROM samples").fetchone()[0]
 
-    def load_arrays(self, split: str = "train", *, unlabelled: bool = False):
+    def load_arrays(self, split: str = "train", *, unlabelled: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """All samples of a split, oldest first.
 
         Returns x : float32, shape (N, *sample_shape); y : int64, shape (N,), -1 for an
@@ -451,7 +460,7 @@ class SampleStore:
         x, _ = _fill_arrays(rows[::-1], len(rows), self.sample_shape)
         return x
 
-    def load_split(self):
+    def load_split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every labelled sample with its side of the split: x float32 (N, *sample_shape),
         y int64 (N,), eval_mask bool (N,) (True: validation). Training samples come first."""
         with self._lock:
@@ -471,7 +480,7 @@ class SampleStore:
             finally:
                 db.execute("COMMIT")
 
-    def _samples_by_id(self, db, ids):
+    def _samples_by_id(self, db: sqlite3.Connection, ids: Sequence[int]) -> dict[int, np.ndarray]:
         found = {}
         for start in range(0, len(ids), 500):  # stay under old SQLite's 999-variable limit
             chunk = ids[start:start + 500]
@@ -486,7 +495,7 @@ class SampleStore:
         return {"threshold": threshold(self.validation_fraction), "offset": self.split_offset}
 
     @staticmethod
-    def _split_condition(split):
+    def _split_condition(split: str) -> str:
         try:
             return _SPLITS[split]
         except KeyError:
@@ -562,7 +571,7 @@ class SampleStore:
             max_per_class=self.max_per_class, max_bytes=self.max_bytes,
             validation_fraction=self.validation_fraction)
 
-    def export_npz(self, path, *, split: str = "all", unlabelled: bool = False) -> int:
+    def export_npz(self, path: Path | str, *, split: str = "all", unlabelled: bool = False) -> int:
         """Write samples to an ``.npz`` (``x`` float32, ``y`` int64 with -1 for unlabelled,
         ``class_names`` str), atomically; returns the number of samples written."""
         x, y = self.load_arrays(split, unlabelled=unlabelled)
@@ -572,14 +581,15 @@ class SampleStore:
         write_npz(path, x, y, self.class_names)
         return int(x.shape[0])
 
-    def import_npz(self, path, *, source: str | None = None) -> int:
+    def import_npz(self, path: Path | str, *, source: str | None = None) -> int:
         """Add the samples of an ``.npz`` written by ``export_npz`` (or any file with ``x``, ``y``,
         ``class_names``); they must fit the store's sample shape and class names. Returns the
         number added (the bounds may drop some again)."""
         x, y, names = read_npz(path)
         return self.import_arrays(x, y, names, path=path, source=source)
 
-    def import_arrays(self, x, y, names, *, path, source: str | None = None) -> int:
+    def import_arrays(self, x: np.ndarray, y: "ArrayLike", names: Iterable[str], *, path: Path | str,
+                      source: str | None = None) -> int:
         """Add samples that ``read_npz`` read from ``path`` (x, y with -1 for unlabelled, class
         names); ``source`` defaults to "import:<file name>"."""
         stored_shape = self.sample_shape
@@ -595,14 +605,15 @@ class SampleStore:
 class _Transaction:
     """``with``: BEGIN IMMEDIATE on the connection ``db``, COMMIT or ROLLBACK on the way out."""
 
-    def __init__(self, db):
+    def __init__(self, db: sqlite3.Connection):
         self.db = db
 
-    def __enter__(self):
+    def __enter__(self) -> sqlite3.Connection:
         self.db.execute("BEGIN IMMEDIATE")
         return self.db
 
-    def __exit__(self, exc_type, exc, tb):
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
+                 tb: TracebackType | None) -> Literal[False]:
         if exc_type is None:
             try:
                 self.db.execute("COMMIT")
@@ -618,7 +629,7 @@ class _Transaction:
         return False
 
 
-def _oldest_ids(db, label):
+def _oldest_ids(db: sqlite3.Connection, label: int | None) -> Iterator[tuple[int, int]]:
     """(id, nbytes) of a label's samples, oldest first, fetched lazily in chunks."""
     last = -1
     while True:
@@ -630,7 +641,7 @@ def _oldest_ids(db, label):
         last = rows[-1][0]
 
 
-def _as_sample(x):
+def _as_sample(x: "ArrayLike") -> np.ndarray:
     x = np.asarray(x)
     if x.dtype.kind not in "fiub" or x.ndim == 0:
         raise ShapeError(f"a sample must be a numeric array with at least one axis, got dtype "
@@ -640,11 +651,11 @@ def _as_sample(x):
     return np.ascontiguousarray(x, dtype=x.dtype.newbyteorder("<"))
 
 
-def _decode(shape, dtype, data):
+def _decode(shape: str, dtype: str, data: bytes) -> np.ndarray:
     return np.frombuffer(data, dtype=np.dtype(dtype)).reshape(json.loads(shape)).astype(np.float32)
 
 
-def _fill_arrays(rows, count, shape):
+def _fill_arrays(rows: Iterable[tuple], count: int, shape: tuple | None) -> tuple[np.ndarray, np.ndarray]:
     x = np.empty((count, *(shape or ())), dtype=np.float32)
     y = np.empty(count, dtype=np.int64)
     filled = 0
@@ -657,7 +668,7 @@ def _fill_arrays(rows, count, shape):
     return x[:filled], y[:filled]
 
 
-def write_npz(path, x, y, class_names) -> None:
+def write_npz(path: Path | str, x: "ArrayLike", y: "ArrayLike", class_names: Iterable[str]) -> None:
     """Write ``x`` (float32 (N, ...)), ``y`` (int64 (N,)) and ``class_names`` to ``path``
     atomically: a temporary file in the same directory, fsync, rename, fsync the directory."""
     with atomic_write(path, mode=0o600) as file:  # exports may hold camera frames
@@ -665,7 +676,7 @@ def write_npz(path, x, y, class_names) -> None:
                             class_names=np.array([str(n) for n in class_names], dtype=str))
 
 
-def read_npz(path):
+def read_npz(path: Path | str) -> tuple[np.ndarray, np.ndarray, tuple[str, ...]]:
     """Read and check an ``.npz`` data set: returns x float32 (N, ...), y int64 (N,) with -1 for
     unlabelled samples, and class_names (tuple of str). Never unpickles."""
     data = load_numpy(path, "npz")
@@ -692,7 +703,8 @@ def read_npz(path):
     return x, y, names
 
 
-def read_dataset(path, class_names, input_shape):
+def read_dataset(path: Path | str, class_names: Sequence[str],
+                 input_shape: Sequence[int]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labelled samples of a store file with the store's own split, for
     ``pi-backprop train --data samples.db`` (``datasets.open_dataset`` calls this).
 

@@ -17,13 +17,22 @@ import math
 import os
 import threading
 import time
+from collections.abc import Callable, Iterable
 from pathlib import Path
+from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
 from ..exc import CheckpointError, CheckpointWriteError, ConfigError, DivergenceError
 from ..nn.optim import OPTIMIZERS
 from ..storage import checkpoint as ckpt
+
+if TYPE_CHECKING:
+    from numpy.typing import DTypeLike
+
+    from ..modeldef import ModelDefinition
+    from ..nn.optim import Optimizer
+    from .datasets import Dataset
 
 RNG_SCHEME = "pcg64-epoch-permutation-v1"
 DEFAULTS = {"optimizer": "adam", "batch_size": 32, "seed": 0, "momentum": 0.0, "weight_decay": 0.0}
@@ -38,7 +47,7 @@ ADJUSTABLE = ("lr", "momentum", "weight_decay")
 _log = logging.getLogger(__name__)
 
 
-_UNCHANGED = object()  # reconfigure(): a keyword left out
+_UNCHANGED: Any = object()  # reconfigure(): a keyword left out (Any: it stands in for any value)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -98,10 +107,13 @@ class Trainer:
     start use a new directory (older checkpoints are never overwritten by another run).
     """
 
-    def __init__(self, definition, dataset, checkpoint_dir=None, *, optimizer=None, lr=None,
-                 batch_size=None, seed=None, momentum=None, weight_decay=None, checkpoint_every=None,
-                 eval_every=None, keep=ckpt.DEFAULT_KEEP, max_grad_norm=None, hooks=(), stop_event=None,
-                 dtype=np.float32):
+    def __init__(self, definition: "ModelDefinition", dataset: "Dataset | None",
+                 checkpoint_dir: Path | str | None = None, *, optimizer: str | None = None, lr: float | None = None,
+                 batch_size: int | None = None, seed: int | None = None, momentum: float | None = None,
+                 weight_decay: float | None = None, checkpoint_every: int | None = None, eval_every: int | None = None,
+                 keep: int = ckpt.DEFAULT_KEEP,
+                 max_grad_norm: float | None = None, hooks: Iterable[Callable[[StepReport], object]] = (),
+                 stop_event: threading.Event | None = None, dtype: "DTypeLike" = np.float32):
         self.definition = definition
         self.dataset = dataset
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir is not None else None
@@ -149,7 +161,7 @@ class Trainer:
 
     # -- settings -----------------------------------------------------------------------------
 
-    def _resolve(self, explicit, stored, latest):
+    def _resolve(self, explicit: dict, stored: dict, latest: ckpt.CheckpointInfo | None) -> dict:
         defaults = dict(DEFAULTS, **self.definition.training)
         settings = {}
         for key in ("optimizer", "batch_size", "seed", "momentum", "weight_decay", "lr"):
@@ -180,13 +192,13 @@ class Trainer:
             raise ConfigError("momentum and weight_decay apply to the sgd optimizer, not adam")
         return settings
 
-    def _make_optimizer(self):
+    def _make_optimizer(self) -> "Optimizer":
         s = self.settings
         if s["optimizer"] == "sgd":
             return OPTIMIZERS["sgd"](self.model, lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"])
         return OPTIMIZERS["adam"](self.model, lr=s["lr"])
 
-    def _load(self, info, explicit):
+    def _load(self, info: ckpt.CheckpointInfo, explicit: dict) -> None:
         ckpt.load_into(info, self.model, self.optimizer)
         # The checkpoint's hyper-parameters were just loaded; explicit ones win (already warned).
         for key in ADJUSTABLE:
@@ -221,8 +233,9 @@ class Trainer:
         """Steps trained since the newest checkpoint was written or loaded (0 when saved)."""
         return self.step - self._saved_step
 
-    def reconfigure(self, *, lr=None, momentum=None, weight_decay=None, batch_size=None, keep=None,
-                    max_grad_norm=_UNCHANGED) -> None:
+    def reconfigure(self, *, lr: float | None = None, momentum: float | None = None, weight_decay: float | None = None,
+                    batch_size: int | None = None, keep: int | None = None,
+                    max_grad_norm: float | None = _UNCHANGED) -> None:
         """Change the live settings of a running trainer; None (for max_grad_norm: leaving it
         out) keeps a value as it is.
 
@@ -285,10 +298,10 @@ class Trainer:
         if fd is not None:
             os.close(fd)   # closing the descriptor releases the flock
 
-    def __enter__(self):
+    def __enter__(self) -> Self:
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     # -- data order ---------------------------------------------------------------------------
@@ -361,7 +374,7 @@ class Trainer:
             written = self.save_checkpoint()
         return RunResult(self.step, total_steps, stopped, written, dict(self.metrics))
 
-    def _check_divergence(self, value):
+    def _check_divergence(self, value: float) -> None:
         bad = None
         if not math.isfinite(value):
             bad = f"loss is {value}"
@@ -422,7 +435,7 @@ class Trainer:
         self.last_checkpoint, self._saved_step = path, self.step
         return path
 
-    def restore(self, step: int | None = None):
+    def restore(self, step: int | None = None) -> ckpt.CheckpointInfo | None:
         """Go back to the newest intact checkpoint (or the initial weights if there is none).
 
         For recovery after ``DivergenceError``, or a user's roll back: with ``step``, to the
@@ -458,11 +471,11 @@ class Trainer:
         return info
 
 
-def _first_given(*values):
+def _first_given(*values: Any) -> Any:
     return next(value for value in values if value is not None)
 
 
-def _positive_int(value, what):
+def _positive_int(value: object, what: str) -> int:
     if isinstance(value, bool) or not isinstance(value, int | np.integer) or value < 1:
         raise ConfigError(f"{what} must be a positive integer, got {value!r}")
     return int(value)
