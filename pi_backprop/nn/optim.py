@@ -49,18 +49,28 @@ class Optimizer:
                 "buffers": {k: v.copy() for k, v in self.buffers.items()}}
 
     def load_state_dict(self, state: dict) -> None:
+        """Restore what ``state_dict()`` returned: hyper-parameters, step count and buffers,
+        copied in (a buffer given as this optimizer's own array, filled already, as a
+        checkpoint reads them, stays as it is). The kind and the shapes are checked first."""
         if state.get("kind") != self.kind:
             raise CheckpointError(f"optimizer state is for {state.get('kind')!r}, not {self.kind!r}")
-        for name, value in state["hyper"].items():
-            if name in self.hyper_names:
-                setattr(self, name, value)
+        buffers = state.get("buffers", {})
         for name, target in self.buffers.items():
-            source = state["buffers"].get(name)
+            source = buffers.get(name)
             if source is None or source.shape != target.shape:
                 got = None if source is None else source.shape
                 raise CheckpointError(f"optimizer buffer {name!r}: expected shape {target.shape}, got {got}")
-            target[...] = source
+        for name, value in state.get("hyper", {}).items():
+            if name in self.hyper_names:
+                setattr(self, name, value)
+        for name, target in self.buffers.items():
+            if buffers[name] is not target:
+                target[...] = buffers[name]
         self.step_count = int(state["step"])
+
+    def step(self) -> None:
+        """Update the model's parameters from its gradients (each optimizer defines it)."""
+        raise NotImplementedError
 
     def __repr__(self) -> str:
         args = ", ".join(f"{k}={v!r}" for k, v in self.hyper().items())

@@ -28,6 +28,7 @@ stop                           finish the current step, write a checkpoint, stop
 import concurrent.futures
 import dataclasses
 import logging
+import numbers
 import queue
 from collections.abc import Callable, Iterable
 
@@ -164,19 +165,19 @@ class Commands:
         """A class index from an index or a class name."""
         if isinstance(label, str) and label in self.class_names:
             return self.class_names.index(label)
-        if isinstance(label, int) and not isinstance(label, bool) and 0 <= label < len(self.class_names):
-            return label
+        if isinstance(label, numbers.Integral) and not isinstance(label, bool) and 0 <= label < len(self.class_names):
+            return int(label)
         raise CommandError(f"label {label!r} is not one of the classes "
                            f"({', '.join(self.class_names)}) or their indices 0..{len(self.class_names) - 1}")
 
 
 def _whole(name: str, key: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
         raise CommandError(f"{name}: {key} must be a whole number >= 0, got {value!r}")
     return int(value)
 
 
 def _seconds(name: str, value: object) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 < value < float("inf"):
+    if isinstance(value, bool) or not isinstance(value, numbers.Real) or not 0 < value < float("inf"):
         raise CommandError(f"{name}: seconds must be a number > 0, got {value!r}")
     return float(value)

@@ -465,10 +465,9 @@ def load_into(info: CheckpointInfo, model, optimizer) -> None:
                                             f"{' (Fortran order)' if fortran else ''}, "
                                             f"the model needs {target.dtype.str}")
                 _read_exactly(member, memoryview(target.reshape(-1)), name, path)
-    hyper = {k: v for k, v in state.get("hyper", {}).items() if k in optimizer.hyper_names}
-    for name, value in hyper.items():
-        setattr(optimizer, name, value)
-    optimizer.step_count = int(state["step"])
+    # The buffers were read into the optimizer's own arrays above: no second copy in memory.
+    optimizer.load_state_dict({"kind": optimizer.kind, "hyper": state.get("hyper", {}), "step": state["step"],
+                               "buffers": optimizer.buffers})
 
 
 @dataclasses.dataclass(frozen=True)

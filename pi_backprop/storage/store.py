@@ -480,16 +480,6 @@ class SampleStore:
             finally:
                 db.execute("COMMIT")
 
-    def _samples_by_id(self, db: sqlite3.Connection, ids: Sequence[int]) -> dict[int, np.ndarray]:
-        found = {}
-        for start in range(0, len(ids), 500):  # stay under old SQLite's 999-variable limit
-            chunk = ids[start:start + 500]
-            marks = ",".join("?" * len(chunk))
-            for sample_id, shape, dtype, data in db.execute(
-                    f"SELECT id, shape, dtype, data FROM samples WHERE id IN ({marks})", chunk):
-                found[sample_id] = _decode(shape, dtype, data)
-        return found
-
     @property
     def _split_params(self):
         return {"threshold": threshold(self.validation_fraction), "offset": self.split_offset}

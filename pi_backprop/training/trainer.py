@@ -319,6 +319,10 @@ class Trainer:
             self._perm_cache = (key, permutation)
         return train[self._perm_cache[1][position * size:(position + 1) * size]]
 
+    def _need_data(self, what: str) -> None:
+        if self.dataset is None:
+            raise ConfigError(f"the trainer has no data yet to {what}: set trainer.dataset first")
+
     def _position(self) -> tuple:
         n = len(self.dataset.train_index)
         per_epoch = n // min(self.settings["batch_size"], n)
@@ -392,6 +396,7 @@ class Trainer:
 
     def evaluate(self) -> dict:
         """``{"eval_loss", "eval_accuracy", "eval_samples"}`` on the held-out split (empty: Nones)."""
+        self._need_data("evaluate")
         index = self.dataset.eval_index
         if len(index) == 0:
             return {"eval_loss": None, "eval_accuracy": None, "eval_samples": 0}
@@ -415,6 +420,7 @@ class Trainer:
         """
         if self.checkpoint_dir is None:
             raise CheckpointError("this trainer has no checkpoint directory")
+        self._need_data("save a checkpoint")   # the checkpoint records the data's position
         if not np.isfinite(self.model.parameter_vector).all():
             raise DivergenceError(f"parameters at step {self.step} hold NaN or inf; not checkpointed",
                                   self.step, float("nan"))

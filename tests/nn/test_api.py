@@ -219,6 +219,14 @@ def test_optimizer_state_of_another_kind_is_refused():
         pb.Adam(model).load_state_dict(pb.SGD(model, lr=0.1).state_dict())
 
 
+def test_optimizer_state_of_another_shape_changes_nothing():
+    model, other = pb.load_model("sensor_mlp", seed=0), pb.Sequential([pb.Dense(3, 2)], seed=0)
+    optimizer = pb.Adam(model, lr=0.01)
+    state = pb.Adam(other, lr=0.5).state_dict()
+    with pytest.raises(exc.CheckpointError, match="optimizer buffer 'm': expected shape"):
+        optimizer.load_state_dict(state)
+    assert optimizer.lr == 0.01 and optimizer.step_count == 0
+
 def test_gradcheck_keys(backend, rng):
     model = pb.Sequential([pb.Dense(3, 4), pb.ReLU(), pb.Dense(4, 2)], seed=0, dtype=np.float64)
     errors = pb.gradcheck(model, pb.SoftmaxCrossEntropy(), rng.normal(size=(2, 3)), np.array([0, 1]))

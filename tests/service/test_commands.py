@@ -2,6 +2,7 @@
 
 import logging
 
+import numpy as np
 import pytest
 
 from pi_backprop.exc import CommandError, ConfigError
@@ -102,5 +103,6 @@ def test_a_cancelled_command_is_not_run():
 def test_class_index_takes_names_and_indices():
     commands = Commands(CLASSES)
     assert commands.class_index("pen") == 1 and commands.class_index(0) == 0
+    assert type(commands.class_index(np.int64(1))) is int       # an index taken from a numpy array
     with pytest.raises(CommandError):
         commands.class_index(-1)

@@ -189,6 +189,13 @@ def test_resuming_on_the_same_data_split_another_way_warns(tmp_path, caplog):
         assert t.step == 10
     assert "split differently" not in caplog.text
 
+def test_a_trainer_without_data_says_so_instead_of_failing_inside(tmp_path):
+    with Trainer(SENSOR, None, tmp_path) as t:
+        for action in (t.save_checkpoint, t.evaluate):
+            with pytest.raises(ConfigError, match="no data yet"):
+                action()
+    assert not ckpt.checkpoint_files(tmp_path)
+
 def test_gradient_norm_guard(tmp_path):
     with trainer(None, max_grad_norm=1e-9) as t:
         with pytest.raises(DivergenceError, match="gradient norm .* exceeds 1e-09"):
