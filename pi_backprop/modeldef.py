@@ -45,16 +45,9 @@ if TYPE_CHECKING:
 LOSSES = {"softmax_cross_entropy": SoftmaxCrossEntropy, "mse": MSELoss}
 TRAINING_KEYS = {"optimizer": str, "lr": float, "batch_size": int, "momentum": float, "weight_decay": float}
 
-# type -> (class, required keys, optional keys); in_* keys are filled from the layer below.
-LAYER_TYPES = {
-    "dense": (L.Dense, ("out_features",), ("in_features",)),
-    "conv2d": (L.Conv2D, ("out_channels", "kernel_size"), ("in_channels", "stride", "padding")),
-    "maxpool2d": (L.MaxPool2D, ("pool_size",), ("stride",)),
-    "flatten": (L.Flatten, (), ()),
-    "relu": (L.ReLU, (), ()),
-    "sigmoid": (L.Sigmoid, (), ()),
-    "tanh": (L.Tanh, (), ()),
-}
+# type -> (class, required keys, optional keys), from the layer classes (``layers.Layer``);
+# the keys the class takes ``from_below`` are filled from the layer below when left out.
+LAYER_TYPES = {cls.toml_type: (cls, cls.toml_required, cls.toml_optional) for cls in L.LAYER_CLASSES}
 TOP_KEYS = {"name", "description", "input_shape", "classes", "loss", "layers", "training"}
 
 
@@ -145,11 +138,7 @@ class ModelDefinition:
             cls, _, _ = LAYER_TYPES[spec["type"]]
             kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.items() if k != "type"}
             try:
-                if spec["type"] == "dense":
-                    kwargs.setdefault("in_features", shape[0] if len(shape) == 1 else int(np.prod(shape)))
-                elif spec["type"] == "conv2d":
-                    kwargs.setdefault("in_channels", shape[0])
-                layer = cls(**kwargs)
+                layer = cls(**{**cls.from_below(shape), **kwargs})
                 shape = layer.output_shape(shape)
             except ModelDefinitionError as error:
                 raise ModelDefinitionError(f"{self.name}: layer {index} ({spec['type']}): {error}") from None

@@ -1,9 +1,14 @@
-"""Layers: each ``forward(x)`` keeps what its ``backward(delta)`` needs and returns the
+"""Layers: each ``forward(x)`` keeps what its ``backward(dout)`` needs and returns the
 output; ``backward`` overwrites ``grads`` (no accumulation, no zero_grad) and returns
 ∂E/∂x. ``predict(x)`` is ``forward`` without keeping anything.
 
 Shapes are per batch: vectors (N, features), images (N, C, H, W). ``output_shape`` works on
 the per-sample shape (no N) and is how ``Sequential`` checks that layers fit together.
+
+A layer kind names itself for model definitions: ``toml_type`` (the ``type`` of a
+``[[layers]]`` table), ``toml_required`` and ``toml_optional`` (its keys: the constructor's
+arguments) and ``from_below`` (arguments taken from the shape below it). ``LAYER_CLASSES``
+lists the kinds ``modeldef`` knows.
 """
 
 import math
@@ -42,9 +47,19 @@ def _positive(value: object, what: str) -> int:
 class Layer:
     """Base class. Layers with parameters fill ``params`` and ``grads`` (same keys, shapes)."""
 
+    toml_type: str | None = None   # None: not available in model definitions
+    toml_required: tuple = ()
+    toml_optional: tuple = ()
+
     def __init__(self) -> None:
         self.params = {}
         self.grads = {}
+
+    @classmethod
+    def from_below(cls, input_shape: tuple) -> dict:
+        """Constructor arguments a model definition may leave out, from the per-sample shape
+        of the layer below (``in_features`` of a Dense layer, say)."""
+        return {}
 
     def param_shapes(self) -> dict:
         """Name -> shape of every parameter (empty for layers without any)."""
@@ -60,7 +75,7 @@ class Layer:
     def forward(self, x: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
-    def backward(self, delta: np.ndarray) -> np.ndarray:
+    def backward(self, dout: np.ndarray) -> np.ndarray:
         raise NotImplementedError
 
     def predict(self, x: np.ndarray) -> np.ndarray:
@@ -90,6 +105,12 @@ def _uniform_fan_in(layer: Layer, rng: np.random.Generator, fan_in: int) -> None
 class Dense(Layer):
     """Fully connected: net = x · W + b, with W (in_features, out_features), b (out_features,)."""
 
+    toml_type, toml_required, toml_optional = "dense", ("out_features",), ("in_features",)
+
+    @classmethod
+    def from_below(cls, input_shape: tuple) -> dict:
+        return {"in_features": int(np.prod(input_shape))}
+
     def __init__(self, in_features: int, out_features: int):
         super().__init__()
         self.in_features = _positive(in_features, "Dense in_features")
@@ -116,8 +137,8 @@ class Dense(Layer):
     def predict(self, x: np.ndarray) -> np.ndarray:
         return kernels().dense_forward(x, self.params["W"], self.params["b"])
 
-    def backward(self, delta: np.ndarray) -> np.ndarray:
-        return kernels().dense_backward(delta, self.x, self.params["W"], self.grads["W"], self.grads["b"])
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return kernels().dense_backward(dout, self.x, self.params["W"], self.grads["W"], self.grads["b"])
 
     def _describe(self) -> str:
         return f"Dense({self.in_features}, {self.out_features})"
@@ -129,6 +150,13 @@ class Conv2D(Layer):
     W (out_channels, in_channels, kh, kw), b (out_channels,);
     OH = (H + 2·ph − kh) // sh + 1, likewise OW.
     """
+
+    toml_type = "conv2d"
+    toml_required, toml_optional = ("out_channels", "kernel_size"), ("in_channels", "stride", "padding")
+
+    @classmethod
+    def from_below(cls, input_shape: tuple) -> dict:
+        return {"in_channels": input_shape[0]}
 
     def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int] | list[int],
                  stride: int | tuple[int, int] | list[int] = 1, padding: int | tuple[int, int] | list[int] = 0):
@@ -168,8 +196,8 @@ class Conv2D(Layer):
     def predict(self, x: np.ndarray) -> np.ndarray:
         return kernels().conv2d_forward(x, self.params["W"], self.params["b"], self.stride, self.padding)[0]
 
-    def backward(self, delta: np.ndarray) -> np.ndarray:
-        return kernels().conv2d_backward(delta, self._cache, self.params["W"], self.grads["W"],
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return kernels().conv2d_backward(dout, self._cache, self.params["W"], self.grads["W"],
                                          self.grads["b"], self.stride, self.padding)
 
     def _describe(self) -> str:
@@ -184,6 +212,8 @@ class Conv2D(Layer):
 
 class MaxPool2D(Layer):
     """Max over pool_size windows; stride defaults to pool_size. No padding, floor division."""
+
+    toml_type, toml_required, toml_optional = "maxpool2d", ("pool_size",), ("stride",)
 
     def __init__(self, pool_size: int | tuple[int, int] | list[int],
                  stride: int | tuple[int, int] | list[int] | None = None):
@@ -211,8 +241,8 @@ class MaxPool2D(Layer):
     def predict(self, x: np.ndarray) -> np.ndarray:
         return kernels().maxpool_forward(x, self.pool_size, self.stride)[0]
 
-    def backward(self, delta: np.ndarray) -> np.ndarray:
-        return kernels().maxpool_backward(delta, self.argmax, self.x_shape, self.pool_size, self.stride)
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return kernels().maxpool_backward(dout, self.argmax, self.x_shape, self.pool_size, self.stride)
 
     def _describe(self) -> str:
         p, s = self.pool_size, self.stride
@@ -222,6 +252,8 @@ class MaxPool2D(Layer):
 
 class Flatten(Layer):
     """(N, C, H, W) -> (N, C·H·W) in C order, as ``numpy.reshape``."""
+
+    toml_type = "flatten"
 
     def output_shape(self, input_shape: tuple) -> tuple:
         return (int(np.prod(input_shape)),)
@@ -233,8 +265,8 @@ class Flatten(Layer):
     def predict(self, x: np.ndarray) -> np.ndarray:
         return x.reshape(x.shape[0], -1)
 
-    def backward(self, delta: np.ndarray) -> np.ndarray:
-        return delta.reshape(self.x_shape)
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return dout.reshape(self.x_shape)
 
 
 class _Activation(Layer):
@@ -249,20 +281,23 @@ class _Activation(Layer):
     def predict(self, x: np.ndarray) -> np.ndarray:
         return getattr(kernels(), f"{self.name}_forward")(x)
 
-    def backward(self, delta: np.ndarray) -> np.ndarray:
-        return getattr(kernels(), f"{self.name}_backward")(delta, self.y)
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return getattr(kernels(), f"{self.name}_backward")(dout, self.y)
 
 
 class ReLU(_Activation):
     """f(z) = max(z, 0); f′ = 1 where z > 0."""
-    name = "relu"
+    name = toml_type = "relu"
 
 
 class Sigmoid(_Activation):
     """f(z) = 1 / (1 + e^−z); f′ = y(1 − y)."""
-    name = "sigmoid"
+    name = toml_type = "sigmoid"
 
 
 class Tanh(_Activation):
     """f(z) = tanh z; f′ = 1 − y²."""
-    name = "tanh"
+    name = toml_type = "tanh"
+
+
+LAYER_CLASSES = (Dense, Conv2D, MaxPool2D, Flatten, ReLU, Sigmoid, Tanh)   # in model definitions

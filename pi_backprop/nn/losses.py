@@ -1,5 +1,5 @@
 """Losses: ``forward(y, t)`` returns the mean loss over the batch as a float and keeps what
-``backward()`` needs; ``backward()`` returns ∂L/∂y with the shape of ``y``.
+``backward()`` needs; ``backward()`` returns ∂E/∂y with the shape of ``y``.
 
 Targets ``t`` are int class indices (N,) or one-hot / real targets (N, C).
 """
@@ -76,10 +76,10 @@ class MSELoss:
 
 
 class SoftmaxCrossEntropy:
-    """L = −log softmax(y)[t], averaged over the batch; ∂L/∂y = (softmax(y) − t) / N.
+    """E = −log softmax(y)[t], averaged over the batch; ∂E/∂y = (softmax(y) − t) / N.
 
-    Real targets (N, C) give L = −Σ t·log softmax(y), as PyTorch's probability targets;
-    ∂L/∂y = (softmax(y)·Σt − t) / N, which is the formula above for rows summing to 1.
+    Real targets (N, C) give E = −Σ t·log softmax(y), as PyTorch's probability targets;
+    ∂E/∂y = (softmax(y)·Σt − t) / N, which is the formula above for rows summing to 1.
 
     Computed with the largest logit subtracted, so large logits do not overflow.
     """

@@ -133,8 +133,8 @@ class Sequential:
         return x
 
     def backward(self, dout: "ArrayLike") -> np.ndarray:
-        """Back-propagate ∂L/∂output (N, out) of the last ``forward``; overwrite every layer's
-        grads; return ∂L/∂x."""
+        """Back-propagate ∂E/∂output (N, out) of the last ``forward``; overwrite every layer's
+        grads; return ∂E/∂x."""
         delta = np.asarray(dout, dtype=self.dtype)
         if self._forward_shape is None:
             raise InputError("backward() needs a forward() first: it back-propagates through "
