@@ -1,7 +1,12 @@
 """The lifecycle every device shares: ``with`` closes it, ``close()`` may be called again and
 again, ``closed`` tells, and any use after ``close()`` raises ``DeviceClosed``."""
 
+import threading
+
 from ..exc import DeviceClosed
+
+# Held only to test and set ``_closed``: one lock for all devices, since closing is rare.
+_CLOSING = threading.Lock()
 
 
 class Device:
@@ -22,10 +27,11 @@ class Device:
         return self._closed
 
     def close(self) -> None:
-        """Release the device. Safe to call twice."""
-        if self._closed:
-            return
-        self._closed = True
+        """Release the device. Safe to call twice, and from two threads at once."""
+        with _CLOSING:
+            if self._closed:
+                return
+            self._closed = True
         self._release()
 
     def _release(self) -> None:

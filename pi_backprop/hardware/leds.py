@@ -232,10 +232,11 @@ class StatusLights(Device):
 
     def show_prediction(self, index) -> None:
         """Light the class LED of class ``index`` only; ``None`` turns them all off."""
-        self._ensure_open()
-        for position, device in enumerate(self._class_leds):
-            if device is not None:
-                device.value = position == index
+        with self._lock:   # not while close() releases the pins
+            self._ensure_open()
+            for position, device in enumerate(self._class_leds):
+                if device is not None:
+                    device.value = position == index
 
     def _release(self) -> None:
         """Stop the pattern, turn every LED off and release the pins."""
@@ -243,8 +244,9 @@ class StatusLights(Device):
             self._stopping = True
             self._changed.set()
         self._thread.join(timeout=5)
-        self._apply(0.0, OFF)
-        self._close_devices()
+        with self._lock:
+            self._apply(0.0, OFF)
+            self._close_devices()
 
     def __repr__(self):
         wiring = "rgb" if self._rgb else f"{len(self._outputs)} LED(s)" if self._outputs else "no LEDs"

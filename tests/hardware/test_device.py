@@ -84,3 +84,26 @@ def test_every_device_class_has_the_shared_lifecycle():
                 assert "__enter__" not in vars(cls) and "__exit__" not in vars(cls), name
     assert {"PiCamera", "SensorSource", "StatusLights", "LabelButtons", "SimulatedCamera",
             "SimulatedSensor"} <= set(found)
+
+
+def test_two_threads_closing_at_once_release_once():
+    import threading
+
+    released, gate = [], threading.Barrier(8)
+
+    class Slow(Device):
+        def _release(self):
+            released.append(threading.current_thread().name)
+
+    device = Slow()
+
+    def close():
+        gate.wait()
+        device.close()
+    threads = [threading.Thread(target=close) for _ in range(8)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(released) == 1 and device.closed
+
