@@ -39,6 +39,19 @@ class DataError(PiBackpropError, ValueError):
     """A data file or sample store cannot be read or does not fit the model."""
 
 
+class StoreFullError(DataError):
+    """The disk (or file system) holding the sample store is full: what was being written is not."""
+
+
+class StoreLockedError(DataError):
+    """Another process held the sample store's write lock for longer than the busy timeout."""
+
+
+class StoreCorruptError(DataError):
+    """The sample store file is damaged (SQLite reports corruption, or it is no database now):
+    ``pi-backprop data check --repair`` salvages what can be read."""
+
+
 class HardwareError(PiBackpropError, RuntimeError):
     """A camera, sensor, LED or button cannot be opened or used; the message names the fix."""
 
@@ -57,6 +70,14 @@ class CheckpointWriteError(CheckpointError):
     def __init__(self, message: str, errno_value: int | None = None):
         super().__init__(message)
         self.errno = errno_value
+
+
+class CheckpointDirBusy(CheckpointError):
+    """Another process holds the checkpoint directory's lock (``.holder``: its pid, as written)."""
+
+    def __init__(self, message: str, holder: str = "?"):
+        super().__init__(message)
+        self.holder = holder
 
 
 class DivergenceError(PiBackpropError, ArithmeticError):

@@ -67,3 +67,55 @@ def factory():
     factory = mock_factory()
     yield factory
     factory.close()
+
+
+class SmallDisk:
+    """A tmpfs of a few MB: a real file system that fills up. ``fill()`` takes what is left
+    (ENOSPC from then on), ``free_up()`` gives it back."""
+
+    def __init__(self, path):
+        self.path = path
+        self.filler = path / "filler"
+
+    def fill(self):
+        import errno
+
+        with open(self.filler, "ab", buffering=0) as file:
+            block = b"\0" * 4096
+            while True:
+                try:
+                    file.write(block)
+                except OSError as error:
+                    if error.errno != errno.ENOSPC:
+                        raise
+                    break
+            try:   # the last partial block
+                file.write(b"\0" * 512)
+            except OSError:
+                pass
+
+    def free_up(self):
+        self.filler.unlink(missing_ok=True)
+
+
+@pytest.fixture
+def small_disk(tmp_path):
+    """``small_disk(megabytes)`` mounts a tmpfs of that size (needs root with CAP_SYS_ADMIN, as
+    in CI's container; skipped with the reason elsewhere) and unmounts it after the test."""
+    import subprocess
+
+    mounted = []
+
+    def mount(megabytes=2):
+        path = tmp_path / f"disk{len(mounted)}"
+        path.mkdir()
+        done = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={megabytes}m,mode=0755", "tmpfs", str(path)],
+                              capture_output=True, text=True)
+        if done.returncode != 0:
+            pytest.skip(f"cannot mount a small tmpfs to fill (needs root): {done.stderr.strip()}")
+        mounted.append(path)
+        return SmallDisk(path)
+
+    yield mount
+    for path in mounted:
+        subprocess.run(["umount", "-l", str(path)], check=False)

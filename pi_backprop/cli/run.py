@@ -42,7 +42,8 @@ def run(args) -> int:
         summary = service.run()
     accuracy = summary.get("accuracy")
     live = summary.get("live_accuracy")
-    print(f"\nsummary: {summary['samples']} labelled samples, {summary['steps']} training steps, "
+    samples = "?" if summary["samples"] is None else summary["samples"]
+    print(f"\nsummary: {samples} labelled samples, {summary['steps']} training steps, "
           f"validation accuracy {'-' if accuracy is None else f'{accuracy:.1%}'}, "
           f"live accuracy {'-' if live is None or math.isnan(live) else f'{live:.1%}'} (last 50 predictions)")
     if summary.get("checkpoint"):

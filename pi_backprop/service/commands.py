@@ -30,11 +30,14 @@ import dataclasses
 import logging
 import numbers
 import queue
+import threading
 from collections.abc import Callable, Iterable
 
 from ..exc import CommandError, PiBackpropError
 
 _log = logging.getLogger(__name__)
+
+MAX_WHOLE = 2**63 - 1   # ids and steps: SQLite's and numpy's int64
 
 
 @dataclasses.dataclass(frozen=True)
@@ -82,6 +85,7 @@ class Commands:
         self._handlers = {}
         self._queue = queue.SimpleQueue()   # put() is safe in a signal handler
         self._closed = False
+        self._loop_thread = None
 
     def handle(self, name: str, handler: Callable[[Command], object]) -> None:
         """``handler(command) -> result`` carries out ``name``."""
@@ -99,15 +103,24 @@ class Commands:
         command = self._checked(name, args, source)
         if self._closed:
             raise CommandError(f"{name}: the service has stopped")
-        future = concurrent.futures.Future()
+        future = _Future(self)
         if COMMANDS[name].at_once:
             self._run(command, future)
-        else:
-            self._queue.put((command, future))
+            return future
+        self._queue.put((command, future))
+        if self._closed:
+            # close() ran between the check above and put(): fail what it may have missed. No
+            # lock instead: the SIGHUP handler submits too, and may interrupt a holder of it.
+            self._fail_queued()
         return future
+
+    def in_loop_thread(self) -> bool:
+        """True in the thread that runs the queued commands (the service loop's)."""
+        return self._loop_thread == threading.get_ident()
 
     def run_queued(self) -> int:
         """Run the queued commands in this (the loop's) thread; returns how many ran."""
+        self._loop_thread = threading.get_ident()
         count = 0
         while True:
             try:
@@ -118,7 +131,11 @@ class Commands:
             count += 1
 
     def close(self) -> None:
+        """Refuse new commands and fail the queued ones (their senders get ``CommandError``)."""
         self._closed = True
+        self._fail_queued()
+
+    def _fail_queued(self) -> None:
         while True:
             try:
                 command, future = self._queue.get_nowait()
@@ -139,6 +156,9 @@ class Commands:
         except Exception as error:   # noqa: BLE001 - a bug in one command must not end the service
             _log.exception("command %s from %s failed", command.name, command.source or "?")
             future.set_exception(CommandError(f"{command.name} failed: {error}"))
+        except BaseException:   # KeyboardInterrupt, SystemExit: the sender must not wait forever
+            future.set_exception(CommandError(f"{command.name}: interrupted"))
+            raise
 
     def _checked(self, name: str, args: dict, source: str) -> Command:
         spec = COMMANDS.get(name)
@@ -171,9 +191,25 @@ class Commands:
                            f"({', '.join(self.class_names)}) or their indices 0..{len(self.class_names) - 1}")
 
 
+class _Future(concurrent.futures.Future):
+    """A command's result; waiting for a queued one in the loop's own thread (a listener that
+    runs there) raises ``CommandError`` instead of waiting for itself forever."""
+
+    def __init__(self, commands: Commands):
+        super().__init__()
+        self._commands = commands
+
+    def result(self, timeout: float | None = None) -> object:
+        if not self.done() and self._commands.in_loop_thread():
+            raise CommandError("a queued command's result cannot be awaited in the service loop's own "
+                               "thread (it runs after this listener returns)")
+        return super().result(timeout)
+
+
 def _whole(name: str, key: str, value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < 0:
-        raise CommandError(f"{name}: {key} must be a whole number >= 0, got {value!r}")
+    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or not 0 <= value <= MAX_WHOLE:
+        raise CommandError(f"{name}: {key} must be a whole number >= 0, got {value!r}"
+                           f"{' (at most 2**63 - 1)' if isinstance(value, numbers.Integral) and value > 0 else ''}")
     return int(value)
 
 

@@ -8,6 +8,9 @@ listen. A listener never reaches into the loop: what it needs is in the event.
     with events.listen(kinds=("prediction", "state")) as inbox:   # slow clients: their own queue
         event = inbox.get(timeout=1.0)
 
+A subscriber runs in the publisher's thread: the loop's, or the LED thread's for ``lights``;
+so it must be thread-safe, and events of different threads may reach it out of number order.
+
 Event kinds and their data (every value JSON-serialisable: numbers, strings, lists, None):
 
 state       state ("starting", "collecting", "training", "paused", "idle", "error",

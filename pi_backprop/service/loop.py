@@ -30,10 +30,11 @@ from typing import Self
 import numpy as np
 
 from .. import paths
-from ..exc import ConfigError, DataError
+from ..exc import CheckpointDirBusy, CommandError, ConfigError, DataError, StoreFullError
 from ..logs import setup_logging
 from ..modeldef import load_definition
 from ..storage.checkpoint import CheckpointWriteError
+from ..storage.store import SampleStore
 from ..training.datasets import Dataset
 from ..training.inference import confidences
 from ..training.trainer import DivergenceError, StepReport, Trainer
@@ -44,6 +45,7 @@ from .events import Event, EventBus
 from .labelling import Labelling
 from .predictions import PredictionReporter, prediction
 from .sdnotify import Notifier
+from .storing import SampleWriter
 
 _log = logging.getLogger(__package__)  # "pi_backprop.service", the name the journal has always shown
 
@@ -99,6 +101,7 @@ class Service:
             self.events.subscribe(lambda event: on_light(event.data["state"], event.data["text"]), "lights")
         self.commands = Commands(self.definition.classes)
         self.labelling = Labelling(self.definition.classes)
+        self._handle_commands()   # before any client (a button) can send one
         self._stack = contextlib.ExitStack()
         self.trainer = self.store = self.lights = self.capture = self.operator = self.buttons = None
         self.state = None
@@ -109,6 +112,9 @@ class Service:
         self._last_ping = -math.inf
         self._trained_yet = False
         self.rollbacks = 0
+        self._checkpoint_failure = None
+        self._metrics_failing = False
+        self.writer = None
         self.summary = {}
 
     # -- start ------------------------------------------------------------------------------
@@ -148,16 +154,37 @@ class Service:
         self.lights = self._stack.enter_context(self._open_lights())
         self.events.subscribe(self._show_state, ("state", "checkpoint"))
         self._publish_state("starting")
+        # The trainer's lock first: a second run on this state directory is refused before it
+        # has touched anything on disk (the store's saved bounds among them).
+        try:
+            self.trainer = self._stack.enter_context(self._make_trainer())
+        except CheckpointDirBusy as error:
+            raise ConfigError(f"another pi-backprop process (pid {error.holder}) runs with the state directory "
+                              f"{self.state_dir}; stop it first (sudo systemctl stop pi-backprop) or give "
+                              "another --state-dir") from None
         store_path = Path(config.store.path) if config.store.path else self.state_dir / "samples.db"
-        from ..storage.store import SampleStore
-        self.store = self._stack.enter_context(SampleStore(
-            store_path, max_per_class=config.store.max_per_class, max_bytes=config.store.max_bytes,
-            validation_fraction=config.training.validation_fraction))
-        self.store.set_class_names(definition.classes)
+        def open_store() -> SampleStore:
+            return SampleStore(store_path, max_per_class=config.store.max_per_class,
+                               max_bytes=config.store.max_bytes,
+                               validation_fraction=config.training.validation_fraction)
+
+        try:
+            self.store = open_store()
+        except StoreFullError as error:   # start all the same: predict, and store once there is room
+            _log.error("%s; predicting without storing samples until there is space", error)
+            self.store = SampleStore(store_path, readonly=True)
+        self._stack.callback(lambda: self.store.close())   # the store in use then (it may be reopened)
+        if not self.store.readonly:
+            self.store.set_class_names(definition.classes)
+        elif self.store.class_names != tuple(definition.classes):
+            raise DataError(f"{store_path} holds classes {list(self.store.class_names)}, not "
+                            f"{list(definition.classes)} of model {definition.name!r}")
         if self.store.sample_shape not in (None, definition.input_shape):
             raise DataError(f"{store_path} holds samples of shape {self.store.sample_shape}, but model "
                             f"{definition.name!r} takes {definition.input_shape}; export and clear it first "
                             "(pi-backprop data export/clear) or set store.path")
+        self.writer = SampleWriter(self.store, on_stored=self._sample_stored, on_failure=self._part_failed,
+                                   reopen=open_store, on_reopened=self._store_reopened)
         read, simulated = open_source(config, definition, self._stack, simulate=self.simulate,
                                       stop_event=self.stop_event)
         buttons, button_pins = self._open_buttons()
@@ -167,13 +194,11 @@ class Service:
                                               button_pins=button_pins, seed=config.model.seed,
                                               commands=self.commands)
             self._stack.callback(self.operator.close)
-        self.trainer = self._stack.enter_context(self._make_trainer())
         self.reporter = PredictionReporter(definition.classes, jsonl=config.predict.jsonl,
                                            max_bytes=config.predict.jsonl_max_bytes,
                                            log_all=config.predict.log_all)
         self.events.subscribe(self.reporter.on_event, "prediction")
         self.events.subscribe(lambda event: self.lights.show_prediction(event.data["index"]), "prediction")
-        self._handle_commands()
         self._warm_up()
         self.capture = Capture(read, self.labelling.take, interval=config.source.interval,
                                stop_event=self.stop_event,
@@ -218,7 +243,8 @@ class Service:
 
         def pressed(index: int) -> None:
             if buttons.mode == "press":
-                self.commands.submit("label_next", label=index, source="buttons")
+                with contextlib.suppress(CommandError):   # pressed while the service stops
+                    self.commands.submit("label_next", label=index, source="buttons")
 
         buttons = self._stack.enter_context(LabelButtons(
             pins, class_names=self.definition.classes, mode=labels.mode, bounce_time=labels.bounce_time,
@@ -268,12 +294,13 @@ class Service:
         self.capture.start()
         self.started = time.monotonic()
         self._last_checkpoint_time = self._last_eval = self._last_status = self.started
-        self._dataset_count, self._next_refresh, self._burst_losses = -1, 0.0, []
+        self._dataset_version, self._next_refresh, self._burst_losses = None, 0.0, []
         self.notifier.ready(self._status_text())
         _log.info("ready: %s on %s, state in %s", self.definition.name,
                   "simulated hardware" if self.simulate else self.config.source.kind, self.state_dir)
         while not self.stop_event.is_set():
             self.commands.run_queued()
+            self.writer.retry()
             got_samples = self._take_samples()
             trained = self._train_burst()
             self._checkpoint_if_due()
@@ -302,13 +329,14 @@ class Service:
         self.events.publish("prediction", **prediction(sample, scores, self.trainer.step, self.definition.classes))
         if sample.label is None and not self.config.store.keep_unlabelled:
             return
-        source = "simulated" if self.simulate else self.config.source.kind
-        try:
-            sample_id = self.store.add_sample(sample.x, sample.label, source, time=sample.time)
-        except DataError as error:       # disk full, database locked: keep going, say so
-            _log.warning("sample not stored: %s", error)
-            self._part_failed("store", f"sample not stored: {error}")
-            return
+        self.writer.add(sample, "simulated" if self.simulate else self.config.source.kind)
+
+    def _store_reopened(self, store: SampleStore) -> None:
+        old, self.store = self.store, store
+        old.close()
+        self.store.set_class_names(self.definition.classes)
+
+    def _sample_stored(self, sample_id: int, sample: Sample, source: str) -> None:
         self.events.publish("sample", id=sample_id, label=sample.label, source=source, time=sample.time,
                             **{"class": None if sample.label is None else self.definition.classes[sample.label]})
 
@@ -335,8 +363,8 @@ class Service:
             return self.trainer.dataset is not None
         try:
             counts = self.store.class_counts("train")
-            total = int(self.store.class_counts("val").sum() + counts.sum())
-            if total != self._dataset_count and \
+            version = self.store.labelled_version()
+            if version != self._dataset_version and \
                     (counts >= self.config.training.min_samples_per_class).sum() >= MIN_TRAINING_CLASSES:
                 # Let go of the old copy first: the store's data are held once, not twice.
                 self.trainer.dataset = None
@@ -344,11 +372,11 @@ class Service:
                 dataset = Dataset.from_arrays(x, y, self.definition, source=str(self.store.path), eval_mask=eval_mask)
                 dataset.train_index = balanced_index(dataset.train_index, dataset.y)
                 self.trainer.dataset = dataset
-                self._dataset_count = total
+                self._dataset_version = version
         except DataError as error:      # a locked or failing store: train on when it reads again
             _log.warning("training data not read from the store: %s", error)
             self._part_failed("store", f"training data not read: {error}")
-            self._dataset_count = -1
+            self._dataset_version = None
         # Reading the store costs time: the bigger it is, the less often.
         self._next_refresh = now + max(2.0, 20 * (time.monotonic() - now))
         return self.trainer.dataset is not None
@@ -372,8 +400,11 @@ class Service:
         try:
             self.store.record_metrics(trainer.step, loss, train_accuracy, metrics["eval_loss"],
                                       metrics["eval_accuracy"], trainer.optimizer.lr)
-        except DataError as error:
-            _log.warning("metrics not stored: %s", error)
+            self._metrics_failing = False
+        except DataError as error:   # said once, until they are stored again
+            if not self._metrics_failing:
+                _log.warning("metrics not stored: %s", error)
+            self._metrics_failing = True
         self._last_eval = time.monotonic()
 
     def _roll_back(self, error: DivergenceError) -> None:
@@ -414,10 +445,10 @@ class Service:
         except CheckpointWriteError as error:
             _log.error("checkpoint not written: %s; the previous one is intact", error)
             self._part_failed("checkpoint", f"checkpoint not written: {error}")
-            path = None
+            path, self._checkpoint_failure = None, str(error)
         except DivergenceError as error:
             self._roll_back(error)
-            path = None
+            path, self._checkpoint_failure = None, f"{error}; rolled back instead"
         self._last_checkpoint_time = time.monotonic()
         return path
 
@@ -528,7 +559,16 @@ class Service:
         if self.trainer.dataset is not None and self.trainer.unsaved_steps:
             self._save_checkpoint()
         self._publish_state("stopping")
-        self.summary = {"samples": int(self.store.class_counts("all").sum()), "steps": self.trainer.step,
+        self.writer.retry(now=True)
+        if self.writer.waiting:
+            _log.error("%d samples waiting for the sample store were not stored: it stayed locked",
+                       self.writer.waiting)
+        try:
+            samples = int(self.store.class_counts("all").sum())
+        except DataError as error:
+            _log.warning("samples not counted: %s", error)
+            samples = None
+        self.summary = {"samples": samples, "steps": self.trainer.step,
                         "accuracy": self.metrics.get("eval_accuracy"),
                         "live_accuracy": self.reporter.recent_accuracy,
                         "checkpoint": self.trainer.last_checkpoint or (
@@ -545,16 +585,19 @@ class Service:
             _log.info("%s: finishing the current step, then stopping", signal.Signals(signum).name)
             self.stop_event.set()
 
-        def reload(signum: int, frame: FrameType | None) -> None:
-            self.commands.submit("reload", source="SIGHUP")
-
         previous = {sig: signal.signal(sig, handler) for sig, handler in
-                    ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGHUP, reload))}
+                    ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGHUP, self._on_sighup))}
         try:
             yield
         finally:
             for sig, handler in previous.items():
                 signal.signal(sig, handler)
+
+    def _on_sighup(self, signum: int, frame: FrameType | None) -> None:
+        try:
+            self.commands.submit("reload", source="SIGHUP")
+        except CommandError:   # stopping already (the final checkpoint may be being written)
+            _log.info("SIGHUP while stopping: not reloaded")
 
     # -- commands -------------------------------------------------------------------------------
 
@@ -610,7 +653,9 @@ class Service:
         if self.trainer.dataset is None or not self.trainer.unsaved_steps:
             return None
         path = self._save_checkpoint()
-        return None if path is None else str(path)
+        if path is None:
+            raise CommandError(f"checkpoint not written: {self._checkpoint_failure}")
+        return str(path)
 
     def _reload(self, source: str = "SIGHUP") -> dict | None:
         if self.config_path is None:
@@ -618,24 +663,30 @@ class Service:
             return
         self.notifier.reloading()
         try:
+            return self._apply_config(source)
+        finally:
+            self.notifier.ready()
+
+    def _apply_config(self, source: str) -> dict:
+        try:
             new = load_config(self.config_path)
         except ConfigError as error:
             _log.error("%s: config not reloaded, the running one stays: %s", source, error)
-            self.notifier.ready()
             raise ConfigError(f"config not reloaded, the running one stays: {error}") from None
-        changes = diff_live(self.config, new)
-        old, self.config = self.config, new
+        changes, old = diff_live(self.config, new), self.config
         training = new.training
+        # Unchanged, the lr a rollback lowered stays; a new one also lets stopped training retry.
+        new_lr = training.lr if training.lr != old.training.lr else None
+        # First what checks the values (and raises, changing nothing); then the rest.
+        self.trainer.reconfigure(lr=new_lr, momentum=training.momentum, weight_decay=training.weight_decay,
+                                 batch_size=training.batch_size, keep=training.keep,
+                                 max_grad_norm=training.max_grad_norm)
+        self.config = new
         self.capture.interval = new.source.interval
         if self.operator is not None:
             self.operator.enabled = new.labels.simulated
         if self.buttons is not None:
             self.buttons.mode = new.labels.mode
-        # Unchanged, the lr a rollback lowered stays; a new one also lets stopped training retry.
-        new_lr = training.lr if training.lr != old.training.lr else None
-        self.trainer.reconfigure(lr=new_lr, momentum=training.momentum, weight_decay=training.weight_decay,
-                                 batch_size=training.batch_size, keep=training.keep,
-                                 max_grad_norm=training.max_grad_norm)
         if new_lr is not None:
             if self.training_stopped:
                 _log.info("%s: new learning rate %g: training resumes", source, training.lr)
@@ -656,7 +707,6 @@ class Service:
         if not changes:
             _log.info("%s: config unchanged", source)
         self.events.publish("reload", applied=list(changes.live), restart=list(changes.restart))
-        self.notifier.ready()
         return {"applied": list(changes.live), "restart": list(changes.restart)}
 
     def _lights_changed(self, state: str, text: str) -> None:

@@ -215,7 +215,8 @@ SET_ASIDE = "rolled-back"   # the folder, inside the checkpoint directory, of fi
 def set_aside(directory, after_step: int, keep: int = DEFAULT_KEEP) -> list:
     """Move the checkpoints with a step above ``after_step`` into ``directory/rolled-back/``,
     so that a restart resumes the step rolled back to; the newest ``keep`` files there are
-    kept (a user may move one back). Returns the new paths."""
+    kept (a user may move one back), and one set aside earlier with the same step is replaced
+    by the newer. Returns the new paths."""
     directory = Path(directory)
     newer = [p for p in checkpoint_files(directory) if step_of(p) > after_step]
     if not newer:

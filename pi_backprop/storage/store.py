@@ -25,21 +25,25 @@ Durability: ``synchronous=NORMAL`` in WAL mode keeps the file consistent through
 and may lose only the last few samples; it saves the SD card an fsync per sample.
 """
 
+import contextlib
 import dataclasses
+import functools
 import json
+import logging
 import sqlite3
 import threading
 import time as _time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import TYPE_CHECKING, Literal, Self
+from typing import TYPE_CHECKING, Literal, Self, TypeVar, cast
 
 import numpy as np
 
 from .. import paths
-from ..exc import DataError, ShapeError
+from ..exc import DataError, ShapeError, StoreCorruptError, StoreFullError
 from .atomic import atomic_write
+from .faults import SQLITE_IOERR, SQLITE_NOTADB, primary_code, store_error
 from .npfiles import load_numpy
 from .split import LEGACY_OFFSET, SPLIT_OFFSET, SQL_IS_VALIDATION, VALIDATION_FRACTION, threshold
 
@@ -51,6 +55,8 @@ APPLICATION_ID = 0x70696270  # "pibp": marks the file as ours
 DEFAULT_FILENAME = "samples.db"
 MAX_METRIC_ROWS = 100_000
 BUSY_TIMEOUT = 10.0  # seconds a reader or writer waits for a lock before giving up
+
+_log = logging.getLogger(__name__)
 
 _CREATE = """
 CREATE TABLE classes (
@@ -88,6 +94,23 @@ def default_store_path() -> Path:
 
 
 _SPLITS = {"train": f"NOT {SQL_IS_VALIDATION}", "val": SQL_IS_VALIDATION, "all": "1"}
+
+
+_Method = TypeVar("_Method", bound=Callable)
+
+
+def _guarded(doing: str) -> Callable[[_Method], _Method]:
+    """A store method whose ``sqlite3.Error`` becomes the one-line ``DataError`` that says what
+    happened (``faults.store_error``: full, locked, damaged, other) while ``doing`` it."""
+    def wrap(method: _Method) -> _Method:
+        @functools.wraps(method)
+        def guarded(self: "SampleStore", *args: object, **kwargs: object) -> object:
+            try:
+                return method(self, *args, **kwargs)
+            except sqlite3.Error as error:
+                raise store_error(error, self.path, doing, busy_seconds=BUSY_TIMEOUT) from error
+        return cast(_Method, guarded)
+    return wrap
 
 
 @dataclasses.dataclass(frozen=True)
@@ -146,6 +169,7 @@ class SampleStore:
                  max_bytes: int | None = None, validation_fraction: float | None = None, readonly: bool = False):
         self.path = Path(path) if path is not None else default_store_path()
         self.readonly = readonly
+        self.immutable = False    # read-only, without the WAL: no room for its -shm file
         given = {"max_per_class": max_per_class, "max_bytes": max_bytes,
                  "validation_fraction": validation_fraction}
         given = {key: value for key, value in given.items() if value is not None}
@@ -161,11 +185,21 @@ class SampleStore:
             self.max_bytes = int(settings["max_bytes"])
             self.validation_fraction = float(settings["validation_fraction"])
             self.split_offset = int(saved.get("split_offset", LEGACY_OFFSET))
-            if given and not readonly:
-                self._save_settings()
+            if not readonly and any(saved.get(key) != value for key, value in given.items()):
+                try:
+                    self._save_settings()
+                    self._apply_lowered_bounds(saved)
+                except StoreFullError as error:   # a full disk must not keep the service from starting
+                    _log.warning("sample store bounds not saved: %s; they apply to this run", error)
         except sqlite3.Error as error:
             self.close()
-            raise DataError(f"cannot open sample store {self.path}: {error}{self._hint(error)}") from error
+            if primary_code(error) == SQLITE_NOTADB:
+                raise StoreCorruptError(f"cannot open sample store {self.path}: {error} (the file is not an "
+                                        "SQLite database, or its first page is damaged: pi-backprop data check "
+                                        f"--repair --db {self.path})") from error
+            if self._hint(error):
+                raise DataError(f"cannot open sample store {self.path}: {error}{self._hint(error)}") from error
+            raise store_error(error, self.path, "open the sample store", busy_seconds=BUSY_TIMEOUT) from error
         except BaseException:
             self.close()
             raise
@@ -180,14 +214,27 @@ class SampleStore:
             uri = self.path.resolve().as_uri() + "?mode=ro"
             db = sqlite3.connect(uri, uri=True, timeout=BUSY_TIMEOUT, isolation_level=None,
                                  check_same_thread=False)
+            try:
+                db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+            except sqlite3.OperationalError as error:
+                if primary_code(error) != SQLITE_IOERR:
+                    raise
+                # No room (or no right) for the -shm file: read the file as it is, without
+                # the WAL's newest pages (a full disk must not keep predictions from starting).
+                db.close()
+                db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None,
+                                     check_same_thread=False)
+                self.immutable = True
         else:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             db = sqlite3.connect(self.path, timeout=BUSY_TIMEOUT, isolation_level=None,
                                  check_same_thread=False)
         db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
         if not self.readonly:
-            # auto_vacuum only takes effect before the first table is created.
-            db.execute("PRAGMA auto_vacuum = INCREMENTAL")
+            # auto_vacuum only takes effect before the first table is created; on a store
+            # that exists, setting it would write (and fail on a full disk).
+            if db.execute("PRAGMA page_count").fetchone()[0] == 0:
+                db.execute("PRAGMA auto_vacuum = INCREMENTAL")
             if db.execute("PRAGMA journal_mode = WAL").fetchone()[0].lower() != "wal":
                 raise DataError(f"cannot use WAL mode for {self.path} (a network file system?)")
             db.execute("PRAGMA synchronous = NORMAL")
@@ -229,10 +276,7 @@ class SampleStore:
             db.execute("COMMIT")
 
     def _hint(self, error: sqlite3.Error) -> str:
-        text = str(error)
-        if "not a database" in text:
-            return " (the file is not an SQLite database)"
-        if self.readonly and "unable to open" in text:
+        if self.readonly and "unable to open" in str(error):
             return (" (a reader needs the store's directory or its -shm file to be accessible: "
                     "run as the service user, e.g. sudo -u pi-backprop)")
         return ""
@@ -256,6 +300,19 @@ class SampleStore:
         mode = "read-only" if self.readonly else "read-write"
         return f"<SampleStore {str(self.path)!r} {mode}>"
 
+    @contextlib.contextmanager
+    def busy_timeout(self, seconds: float) -> Iterator[None]:
+        """Within the block, wait at most ``seconds`` for another process's lock (a retry that
+        must not hold up its caller), instead of ``BUSY_TIMEOUT``."""
+        with self._lock:
+            db = self._conn()
+            db.execute(f"PRAGMA busy_timeout = {int(seconds * 1000)}")
+            try:
+                yield
+            finally:
+                if self._db is db:
+                    db.execute(f"PRAGMA busy_timeout = {int(BUSY_TIMEOUT * 1000)}")
+
     def _conn(self) -> sqlite3.Connection:
         if self._db is None:
             raise DataError(f"sample store {self.path} is closed")
@@ -270,12 +327,14 @@ class SampleStore:
     # -- class names ---------------------------------------------------------------------
 
     @property
+    @_guarded("read the class names")
     def class_names(self) -> tuple:
         """Class names in label order (label i is ``class_names[i]``); () if not set yet."""
         with self._lock:
             rows = self._conn().execute("SELECT name FROM classes ORDER BY label").fetchall()
         return tuple(name for (name,) in rows)
 
+    @_guarded("store the class names")
     def set_class_names(self, names: Iterable[str]) -> None:
         """Set the class names, or check that they equal the stored ones (DataError if not)."""
         names = tuple(str(name) for name in names)
@@ -295,12 +354,14 @@ class SampleStore:
     # -- samples -------------------------------------------------------------------------
 
     @property
+    @_guarded("read the sample shape")
     def sample_shape(self) -> tuple | None:
         """The shape every stored sample has, or None while the store is empty."""
         with self._lock:
             row = self._conn().execute("SELECT shape FROM samples LIMIT 1").fetchone()
         return None if row is None else tuple(json.loads(row[0]))
 
+    @_guarded("store a sample")
     def add_sample(self, x: "ArrayLike", label: int | None = None, source: str = "", *,
                    time: float | None = None) -> int:
         """Store one sample and return its id; drops old samples if a bound is exceeded.
@@ -313,6 +374,7 @@ class SampleStore:
         with self._lock:
             return self._add_many([x], [label], source, time)[0]
 
+    @_guarded("store samples")
     def add_samples(self, x: np.ndarray | Sequence["ArrayLike"], y: "ArrayLike", source: str = "", *,
                     time: float | None = None) -> list[int]:
         """Store many samples (``x`` (N, ...), ``y`` (N,) with -1 for unlabelled) in one transaction."""
@@ -349,6 +411,7 @@ class SampleStore:
             self._enforce_limits(db)
         return ids
 
+    @_guarded("apply the store's bounds")
     def set_limits(self, *, max_per_class: int | None = None, max_bytes: int | None = None) -> int:
         """Change the bounds (e.g. after a config reload) and apply them now; returns samples dropped."""
         new_per_class = self.max_per_class if max_per_class is None else int(max_per_class)
@@ -370,11 +433,24 @@ class SampleStore:
         if not 0 <= validation_fraction <= 0.9:
             raise DataError(f"validation fraction must be in [0, 0.9], got {validation_fraction}")
 
+    @_guarded("save the store's bounds")
     def _save_settings(self):
         with self._write() as db:
             db.executemany("INSERT OR REPLACE INTO settings (key, value) VALUES (?, ?)",
                            [("max_per_class", self.max_per_class), ("max_bytes", self.max_bytes),
                             ("validation_fraction", self.validation_fraction)])
+
+    @_guarded("apply the store's bounds")
+    def _apply_lowered_bounds(self, saved: dict) -> None:
+        """Bounds given lower than the saved ones drop samples now, and say how many."""
+        lowered = [f"{key} {int(saved[key])} -> {getattr(self, key)}" for key in ("max_per_class", "max_bytes")
+                   if key in saved and getattr(self, key) < saved[key]]
+        if lowered:
+            with self._write() as db:
+                dropped = self._enforce_limits(db)
+            if dropped:
+                _log.warning("sample store %s: bounds lowered (%s): %d oldest samples dropped", self.path,
+                             ", ".join(lowered), dropped)
 
     def _enforce_limits(self, db: sqlite3.Connection) -> int:
         """Delete what exceeds the bounds, oldest first; returns how many samples went."""
@@ -405,6 +481,7 @@ class SampleStore:
         db.executemany("DELETE FROM samples WHERE id = ?", victims)
         return len(victims)
 
+    @_guarded("count the samples")
     def counts(self, split: str = "all") -> dict:
         """Samples per label in a split ("train", "val", "all"); the key None counts unlabelled ones."""
         condition = self._split_condition(split)
@@ -422,10 +499,21 @@ class SampleStore:
                 result[label] = count
         return result
 
+    @_guarded("count the samples")
     def __len__(self) -> int:
         with self._lock:
             return self._conn().execute("SELECT count(*) FROM samples").fetchone()[0]
 
+    @_guarded("count the samples")
+    def labelled_version(self) -> tuple[int, int]:
+        """(count, newest id) of the labelled samples: changes with every labelled sample
+        stored or deleted, also when the bounds keep the count the same."""
+        with self._lock:
+            count, newest = self._conn().execute(
+                "SELECT count(*), coalesce(max(id), 0) FROM samples WHERE label IS NOT NULL").fetchone()
+        return int(count), int(newest)
+
+    @_guarded("read the samples")
     def load_arrays(self, split: str = "train", *, unlabelled: bool = False) -> tuple[np.ndarray, np.ndarray]:
         """All samples of a split, oldest first.
 
@@ -446,8 +534,9 @@ class SampleStore:
                                   "ORDER BY id", params)
                 return _fill_arrays(rows, count, self.sample_shape)
             finally:
-                db.execute("COMMIT")
+                _end_read(db)
 
+    @_guarded("read the samples")
     def newest(self, label: int, count: int) -> np.ndarray:
         """The newest ``count`` samples of class ``label``, oldest first: float32 (k, *sample_shape).
 
@@ -460,6 +549,7 @@ class SampleStore:
         x, _ = _fill_arrays(rows[::-1], len(rows), self.sample_shape)
         return x
 
+    @_guarded("read the samples")
     def load_split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every labelled sample with its side of the split: x float32 (N, *sample_shape),
         y int64 (N,), eval_mask bool (N,) (True: validation). Training samples come first."""
@@ -478,7 +568,7 @@ class SampleStore:
                 eval_mask = np.arange(len(y)) >= count - int(held_out)
                 return x, y, eval_mask
             finally:
-                db.execute("COMMIT")
+                _end_read(db)
 
     @property
     def _split_params(self):
@@ -491,11 +581,13 @@ class SampleStore:
         except KeyError:
             raise DataError(f"split must be train, val or all, got {split!r}") from None
 
+    @_guarded("delete a sample")
     def delete_sample(self, sample_id: int) -> bool:
         """Delete the sample with this id (a mislabelled one); True if it was there."""
         with self._lock, self._write() as db:
             return db.execute("DELETE FROM samples WHERE id = ?", (int(sample_id),)).rowcount > 0
 
+    @_guarded("clear the store")
     def clear(self, *, classes: bool = False) -> int:
         """Delete every sample and metric (and the class names if ``classes``); returns samples deleted."""
         with self._lock, self._write() as db:
@@ -509,6 +601,7 @@ class SampleStore:
 
     # -- metrics -------------------------------------------------------------------------
 
+    @_guarded("store the metrics")
     def record_metrics(self, step: int, loss: float | None, accuracy: float | None = None,
                        val_loss: float | None = None, val_accuracy: float | None = None,
                        lr: float | None = None, *, time: float | None = None) -> None:
@@ -522,6 +615,7 @@ class SampleStore:
             db.execute("DELETE FROM metrics WHERE rowid <= (SELECT max(rowid) FROM metrics) - ?",
                        (MAX_METRIC_ROWS,))
 
+    @_guarded("read the metrics")
     def metrics(self, *, since_step: int | None = None) -> list[Metric]:
         """Training history in the order it was recorded (optionally only rows with step >= since_step)."""
         query = "SELECT step, time, loss, accuracy, val_loss, val_accuracy, lr FROM metrics"
@@ -532,6 +626,7 @@ class SampleStore:
         with self._lock:
             return [Metric(*row) for row in self._conn().execute(query + " ORDER BY rowid", params)]
 
+    @_guarded("drop metrics")
     def drop_metrics_after(self, step: int) -> int:
         """Forget history beyond ``step`` (after a rollback or a resume from an older checkpoint)."""
         with self._lock, self._write() as db:
@@ -539,6 +634,7 @@ class SampleStore:
 
     # -- summaries, export, import -------------------------------------------------------
 
+    @_guarded("read the store's statistics")
     def stats(self) -> StoreStats:
         """Counts per class and split, sizes and the last metric row."""
         names = self.class_names
@@ -593,7 +689,10 @@ class SampleStore:
 
 
 class _Transaction:
-    """``with``: BEGIN IMMEDIATE on the connection ``db``, COMMIT or ROLLBACK on the way out."""
+    """``with``: BEGIN IMMEDIATE on the connection ``db``, COMMIT or ROLLBACK on the way out.
+
+    An ``sqlite3.Error`` (a full disk, a lock held too long, a damaged page) goes on as it is,
+    for ``_guarded`` to name; a failing ROLLBACK never hides the error that caused it."""
 
     def __init__(self, db: sqlite3.Connection):
         self.db = db
@@ -608,15 +707,27 @@ class _Transaction:
             try:
                 self.db.execute("COMMIT")
                 return False
-            except sqlite3.Error as error:
-                self.db.execute("ROLLBACK")
-                raise DataError(f"cannot write the sample store: {error}") from error
-        if self.db.in_transaction:  # SQLite may have rolled back already (disk full)
-            self.db.execute("ROLLBACK")
-        if isinstance(exc, sqlite3.Error):
-            # Disk full, read-only file system, locked too long: a DataError the loop can catch.
-            raise DataError(f"cannot write the sample store: {exc}") from exc
+            except sqlite3.Error:
+                _roll_back(self.db)
+                raise
+        _roll_back(self.db)
         return False
+
+
+def _roll_back(db: sqlite3.Connection) -> None:
+    """ROLLBACK if a transaction is still open (SQLite ends one itself on a full disk)."""
+    if db.in_transaction:
+        with contextlib.suppress(sqlite3.Error):
+            db.execute("ROLLBACK")
+
+
+def _end_read(db: sqlite3.Connection) -> None:
+    """End a read transaction; its failure (nothing was written) must not hide a first error."""
+    if db.in_transaction:
+        try:
+            db.execute("COMMIT")
+        except sqlite3.Error:
+            _roll_back(db)
 
 
 def _oldest_ids(db: sqlite3.Connection, label: int | None) -> Iterator[tuple[int, int]]:

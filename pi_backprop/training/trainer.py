@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Self
 
 import numpy as np
 
-from ..exc import CheckpointError, CheckpointWriteError, ConfigError, DivergenceError
+from ..exc import CheckpointDirBusy, CheckpointError, CheckpointWriteError, ConfigError, DivergenceError
 from ..nn.optim import OPTIMIZERS
 from ..storage import checkpoint as ckpt
 
@@ -286,8 +286,9 @@ class Trainer:
         except BlockingIOError:
             holder = os.read(fd, 32).decode(errors="replace").strip() or "?"
             os.close(fd)
-            raise CheckpointError(f"another pi-backprop process (pid {holder}) is training into "
-                                  f"{self.checkpoint_dir}; stop it or use another --checkpoint-dir") from None
+            raise CheckpointDirBusy(f"another pi-backprop process (pid {holder}) is training into "
+                                    f"{self.checkpoint_dir}; stop it or use another --checkpoint-dir",
+                                    holder) from None
         os.ftruncate(fd, 0)
         os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
         self._lock_fd = fd
@@ -474,6 +475,10 @@ class Trainer:
             self.metrics = dict(info.header.get("metrics", {}))
         self.optimizer.lr = min(lr, self.optimizer.lr)
         self._saved_step = self.step
+        # What is on disk now: the files after info's step may have been set aside.
+        self.last_checkpoint = self.resumed_from = None
+        if info is not None:
+            self.last_checkpoint, self.resumed_from = info.path, info
         return info
 
 

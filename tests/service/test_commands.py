@@ -1,6 +1,8 @@
 """The service's command door on its own: checking, queueing, results and errors."""
 
 import logging
+import queue
+import threading
 
 import numpy as np
 import pytest
@@ -90,6 +92,68 @@ def test_close_fails_what_is_queued_and_refuses_new_commands():
     with pytest.raises(CommandError, match="pause: the service has stopped"):
         commands.submit("pause", source="web")
     assert seen == []
+
+
+def test_a_command_queued_while_close_runs_still_fails_rather_than_waiting_forever():
+    commands, seen = door()
+
+    class ClosingQueue(queue.SimpleQueue):
+        """close() happens in another thread between submit's check and its put()."""
+
+        def put(self, item):
+            commands.close()
+            super().put(item)
+
+    commands._queue = ClosingQueue()
+    pending = commands.submit("pause", source="web")
+    with pytest.raises(CommandError, match="pause: the service stopped first"):
+        pending.result(timeout=0)
+    assert seen == []
+
+
+def test_waiting_for_a_queued_command_in_the_loops_own_thread_raises_instead_of_hanging():
+    commands, seen = door()
+    results = []
+
+    def listener_in_the_loop(command):
+        """A handler (as a listener would) that submits a queued command and waits for it."""
+        future = commands.submit("checkpoint", source="web")
+        with pytest.raises(CommandError, match="cannot be awaited in the service loop's own thread"):
+            future.result(timeout=None)
+        results.append(future)
+
+    commands.handle("pause", listener_in_the_loop)
+    commands.submit("pause", source="test")
+    assert commands.run_queued() == 2              # the pause, then the checkpoint it queued
+    assert results[0].done() and [name for name, *_ in seen] == ["checkpoint"]
+    elsewhere = commands.submit("checkpoint", source="web")
+    waited = []
+    thread = threading.Thread(target=lambda: waited.append(elsewhere.result(timeout=5)))
+    thread.start()
+    commands.run_queued()
+    thread.join(5)
+    assert waited == ["checkpoint"]                 # another thread may wait as before
+
+
+def test_ids_beyond_int64_are_refused_with_one_line():
+    commands = Commands(CLASSES)
+    with pytest.raises(CommandError, match=r"delete_sample: id must be a whole number >= 0, "
+                                           r"got 9223372036854775808 \(at most 2\*\*63 - 1\)"):
+        commands.submit("delete_sample", source="web", id=2**63)
+
+
+def test_an_interrupted_handler_fails_its_future_and_the_interrupt_goes_on():
+    commands = Commands(CLASSES)
+
+    def interrupted(command):
+        raise KeyboardInterrupt
+
+    commands.handle("resume", interrupted)
+    future = commands.submit("resume", source="web")
+    with pytest.raises(KeyboardInterrupt):
+        commands.run_queued()
+    with pytest.raises(CommandError, match="resume: interrupted"):
+        future.result(timeout=0)
 
 
 def test_a_cancelled_command_is_not_run():

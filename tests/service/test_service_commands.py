@@ -5,12 +5,15 @@ page and MQTT will; the store and checkpoint files are then read as a user would
 """
 
 import json
+import logging
+import signal
 import threading
 
+import numpy as np
 import pytest
 from running_service import DEADLINE, checkpoint_files, running, wait_for, write_config
 
-from pi_backprop.exc import CheckpointError, CommandError
+from pi_backprop.exc import CheckpointError, CheckpointWriteError, CommandError
 from pi_backprop.storage import checkpoint as ckpt
 from pi_backprop.storage.store import SampleStore
 
@@ -45,7 +48,7 @@ def test_pause_stops_training_resume_goes_on_and_clients_see_both(tmp_path):
     with running(write_config(tmp_path / "c.toml"), tmp_path / "state") as service:
         record = Recorder(service.events)
         wait_for(lambda: service.trainer.step > 0, what="training")
-        assert service.commands.submit("pause", source="web").result(DEADLINE) in ("training", "paused")
+        assert service.commands.submit("pause", source="web").result(DEADLINE) == "paused"
         wait_for(lambda: service.state == "paused", what="the paused state")
         step, samples = service.trainer.step, len(record.of("prediction"))
         wait_for(lambda: len(record.of("prediction")) > samples + 20, what="predictions while paused")
@@ -79,16 +82,31 @@ def test_commanded_labels_are_what_gets_stored(tmp_path):
     assert sorted(stored(tmp_path / "state")) == sorted(label for label in labels if label is not None)
 
 
-def test_delete_sample_removes_it_from_the_store_file(tmp_path):
-    with running(write_config(tmp_path / "c.toml"), tmp_path / "state") as service:
+def holds(dataset, x):
+    return dataset is not None and bool(np.any(np.all(dataset.x.reshape(len(dataset.x), -1) == x.reshape(-1), axis=1)))
+
+
+def test_delete_sample_removes_it_from_the_store_file_and_from_what_the_trainer_learns(tmp_path):
+    # At its bounds the store's count stays the same as samples come and go: the trainer
+    # must notice the deletion all the same.
+    config = write_config(tmp_path / "c.toml", store={"max_per_class": 6})
+    with running(config, tmp_path / "state") as service:
         record = Recorder(service.events)
-        wait_for(lambda: len(record.of("sample")) >= 5, what="stored samples")
-        doomed = record.of("sample")[2].data["id"]
+        wait_for(lambda: len(record.of("sample")) >= 40 and service.trainer.dataset is not None,
+                 what="a full store and training")
+        service.commands.submit("pause", source="test").result(DEADLINE)
+        labelled = [e.data["id"] for e in record.of("sample") if e.data["label"] is not None]
+        doomed = labelled[-1]
+        x = np.frombuffer(service.store._db.execute("SELECT data FROM samples WHERE id = ?", (doomed,)).fetchone()[0],
+                          dtype=np.float32)
+        service.commands.submit("resume", source="test").result(DEADLINE)
+        wait_for(lambda: holds(service.trainer.dataset, x), what="the sample in the training data")
         assert service.commands.submit("delete_sample", source="web", id=doomed).result(DEADLINE) is True
         assert service.commands.submit("delete_sample", source="web", id=doomed).result(DEADLINE) is False
+        wait_for(lambda: not holds(service.trainer.dataset, x), what="the trainer to let go of the deleted sample")
     with SampleStore(tmp_path / "state" / "samples.db", readonly=True) as store:
         ids = [row[0] for row in store._db.execute("SELECT id FROM samples")]
-    assert doomed not in ids and len(ids) >= 4
+    assert doomed not in ids and len(ids) >= 20
     assert [e.data for e in record.of("sample") if e.data.get("deleted")] == [{"id": doomed, "deleted": True}]
 
 
@@ -117,17 +135,50 @@ def test_roll_back_to_a_step_restores_it_sets_newer_files_aside_and_a_restart_re
 
 
 def test_a_checkpoint_on_command_and_its_event(tmp_path):
-    with running(write_config(tmp_path / "c.toml"), tmp_path / "state") as service:
+    config = write_config(tmp_path / "c.toml", training={"checkpoint_every_seconds": 3600})
+    with running(config, tmp_path / "state") as service:
         record = Recorder(service.events)
         wait_for(lambda: service.trainer.step > 0, what="training")
         service.commands.submit("pause", source="test").result(DEADLINE)
         path = service.commands.submit("checkpoint", source="web").result(DEADLINE)
-        if path is None:      # a periodic checkpoint may have caught the last step already
-            assert not service.trainer.unsaved_steps
-        else:
-            assert ckpt.verify_checkpoint(path).step == service.trainer.step
-            assert record.of("checkpoint")[-1].data == {"path": path, "step": service.trainer.step}
+        assert ckpt.verify_checkpoint(path).step == service.trainer.step
+        assert record.of("checkpoint")[-1].data == {"path": path, "step": service.trainer.step}
         assert service.commands.submit("checkpoint", source="web").result(DEADLINE) is None   # nothing new
+
+
+def test_a_checkpoint_command_that_cannot_write_says_so(tmp_path, monkeypatch):
+    config = write_config(tmp_path / "c.toml", training={"checkpoint_every_seconds": 3600})
+    with running(config, tmp_path / "state") as service:
+        wait_for(lambda: service.trainer.step > 0, what="training")
+        service.commands.submit("pause", source="test").result(DEADLINE)
+
+        def disk_full():
+            raise CheckpointWriteError("no space left on device (28)", 28)
+
+        monkeypatch.setattr(service.trainer, "save_checkpoint", disk_full)
+        with pytest.raises(CommandError, match=r"^checkpoint not written: no space left on device \(28\)$"):
+            service.commands.submit("checkpoint", source="web").result(DEADLINE)
+        monkeypatch.undo()
+
+
+def test_the_training_data_follow_a_full_store(tmp_path):
+    """At its bounds every new sample replaces an old one: the count stays, the data change."""
+    config = write_config(tmp_path / "c.toml", store={"max_per_class": 5})
+    with running(config, tmp_path / "state") as service:
+        wait_for(lambda: service.store.class_counts("all").sum() == 20 and service.trainer.dataset is not None,
+                 what="a full store and training")
+        first = service.trainer.dataset
+        wait_for(lambda: service.trainer.dataset is not first, what="the training data read again")
+        assert len(service.trainer.dataset.y) == 20
+
+
+def test_sighup_while_stopping_is_ignored_not_an_error(tmp_path, caplog):
+    with running(write_config(tmp_path / "c.toml"), tmp_path / "state") as service:
+        wait_for(lambda: service.trainer.step > 0, what="training")
+        service.commands.close()           # as _stop() does before the final checkpoint
+        with caplog.at_level(logging.INFO, logger="pi_backprop"):
+            service._on_sighup(signal.SIGHUP, None)
+    assert "SIGHUP while stopping: not reloaded" in caplog.text
 
 
 def test_every_event_is_plain_json_and_the_main_kinds_are_published(tmp_path):
@@ -135,12 +186,20 @@ def test_every_event_is_plain_json_and_the_main_kinds_are_published(tmp_path):
         record = Recorder(service.events)
         wait_for(lambda: record.of("metrics") and record.of("checkpoint") and record.of("status"),
                  what="metrics, a checkpoint and a status line")
+        commands = service.commands
+        commands.submit("delete_sample", source="web", id=record.of("sample")[0].data["id"]).result(DEADLINE)
+        commands.submit("reload", source="web").result(DEADLINE)
+        commands.submit("roll_back", source="web").result(DEADLINE)
+        service._part_failed("disk", "a test's failure")
+        wait_for(lambda: record.of("rollback") and record.of("reload") and record.of("failure"), what="more kinds")
     for event in record.events:
         assert json.loads(json.dumps(event.as_dict(), allow_nan=False))["kind"] == event.kind
     prediction = record.of("prediction")[-1].data
     assert set(prediction) == {"index", "class", "confidence", "scores", "label", "step", "time"}
     assert len(prediction["scores"]) == len(service.definition.classes)
     assert record.states()[-1] == "stopping"
+    assert {e.kind for e in record.events} >= {"state", "lights", "sample", "prediction", "metrics", "checkpoint",
+                                               "rollback", "failure", "reload", "status"}
     numbers = [e.number for e in record.events]
     assert len(set(numbers)) == len(numbers)
 

@@ -1,0 +1,115 @@
+"""The running service on a failing card: a disk that fills up, a store another process
+locks, a second service refused. Real parts: a tmpfs, a second process holding SQLite's lock."""
+
+import logging
+import subprocess
+import sys
+
+import pytest
+from running_service import DEADLINE, running, wait_for, write_config
+
+from pi_backprop.exc import ConfigError
+from pi_backprop.service.config import load_config
+from pi_backprop.service.loop import Service
+from pi_backprop.service.sdnotify import Notifier
+from pi_backprop.storage import store as store_module
+from pi_backprop.storage.store import SampleStore
+
+pytest.importorskip("gpiozero")
+
+
+class Recorder:
+    def __init__(self, bus, kinds=("sample", "prediction")):
+        self.events = []
+        bus.subscribe(self.events.append, kinds)
+
+    def of(self, kind):
+        return [e for e in list(self.events) if e.kind == kind]
+
+
+def messages(caplog, level=logging.WARNING):
+    return [r.getMessage() for r in caplog.records if r.levelno >= level]
+
+
+def test_a_full_disk_drops_samples_with_one_line_and_the_service_trains_predicts_and_recovers(
+        tmp_path, small_disk, caplog):
+    disk = small_disk(3)
+    state = disk.path / "state"
+    config = write_config(tmp_path / "c.toml", training={"checkpoint_every_seconds": 3600})
+    with caplog.at_level(logging.INFO, logger="pi_backprop"), running(config, state) as service:
+        record = Recorder(service.events)
+        wait_for(lambda: len(record.of("sample")) >= 20 and service.trainer.step > 0, what="samples and training")
+        disk.fill()
+        wait_for(lambda: any("is full" in m for m in messages(caplog)), what="the full-disk line")
+        step, predictions = service.trainer.step, len(record.of("prediction"))
+        wait_for(lambda: len(record.of("prediction")) >= predictions + 30, what="predictions on a full disk")
+        wait_for(lambda: service.trainer.step > step, what="training on a full disk")
+        assert service.state == "error" and service.thread.is_alive()
+        full_lines = [m for m in messages(caplog) if "is full" in m]
+        assert len(full_lines) == 1, full_lines          # said once, not per sample
+        assert full_lines[0].startswith("sample not stored: cannot store a sample: the disk holding ")
+        assert "free" in full_lines[0]
+        stored = len(record.of("sample"))
+        disk.free_up()
+        wait_for(lambda: len(record.of("sample")) >= stored + 5, what="samples stored again")
+        assert any(m.startswith("storing samples again") for m in messages(caplog, logging.INFO))
+    assert not any(r.exc_info for r in caplog.records)    # no traceback anywhere
+
+    disk.fill()                                          # a restart on a full disk
+    caplog.clear()
+    with running(config, state) as service:
+        record = Recorder(service.events)
+        wait_for(lambda: len(record.of("prediction")) >= 10, what="predictions after a restart on a full disk")
+        assert service.thread.is_alive()
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_a_store_locked_by_another_process_loses_no_sample_and_says_so_once(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(store_module, "BUSY_TIMEOUT", 0.5)   # the first try waits this long, not 10 s
+    state = tmp_path / "state"
+    config = write_config(tmp_path / "c.toml")
+    with caplog.at_level(logging.INFO, logger="pi_backprop"), running(config, state) as service:
+        record = Recorder(service.events)
+        wait_for(lambda: len(record.of("sample")) >= 10, what="stored samples")
+        code = ("import sqlite3, sys\n"
+                f"db = sqlite3.connect({str(service.store.path)!r}, isolation_level=None)\n"
+                "db.execute('BEGIN IMMEDIATE')\nprint('locked', flush=True)\nsys.stdin.readline()\n")
+        holder = subprocess.Popen([sys.executable, "-c", code], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                  text=True)
+        try:
+            assert holder.stdout.readline().strip() == "locked"
+            wait_for(lambda: any("is locked by" in m for m in messages(caplog)), what="the lock warning")
+            captured = len(record.of("prediction"))
+            wait_for(lambda: len(record.of("prediction")) >= captured + 40, what="captures while locked")
+            assert service.writer.waiting > 10
+        finally:
+            holder.stdin.write("\n")
+            holder.stdin.close()
+            holder.wait(DEADLINE)
+        wait_for(lambda: service.writer.waiting == 0, what="the waiting samples stored")
+        wait_for(lambda: any("writable again" in m for m in messages(caplog, logging.INFO)), what="the all-clear")
+        service.commands.submit("pause", source="test").result(DEADLINE)
+        captured_labelled = {e.data["time"] for e in record.of("prediction") if e.data["label"] is not None}
+        stored_times = {e.data["time"] for e in record.of("sample")}
+    lock_lines = [m for m in messages(caplog) if "is locked by" in m]
+    assert len(lock_lines) == 1 and f"pid {holder.pid} python" in lock_lines[0]
+    missing = captured_labelled - stored_times
+    assert len(missing) <= 2, missing        # at most the samples in flight at the stop
+    with SampleStore(state / "samples.db", readonly=True) as store:
+        assert len(store) >= len(stored_times) - 1
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_a_refused_second_service_changes_nothing_on_disk(tmp_path):
+    state = tmp_path / "state"
+    first = write_config(tmp_path / "first.toml", store={"max_per_class": 400})
+    second = write_config(tmp_path / "second.toml", store={"max_per_class": 7})
+    with running(first, state) as service:
+        wait_for(lambda: len(service.store) > 0, what="a sample")
+        before = dict(service.store._db.execute("SELECT key, value FROM settings"))
+        with pytest.raises(ConfigError, match=r"another pi-backprop process \(pid \d+\) runs with the state "
+                                              r"directory .*; stop it first .* or give another --state-dir"):
+            with Service(load_config(second), simulate=True, state_dir=state, notifier=Notifier(environ={})):
+                pass
+        after = dict(service.store._db.execute("SELECT key, value FROM settings"))
+    assert before == after and after["max_per_class"] == 400
