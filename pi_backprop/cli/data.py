@@ -11,6 +11,7 @@ from pathlib import Path
 
 from .. import paths
 from ..exc import DataError
+from ..storage.faults import size_text
 from ..storage.store import DEFAULT_FILENAME, SampleStore, read_npz
 
 EXAMPLES = """\
@@ -112,8 +113,8 @@ def run(args) -> int:
 
 def print_stats(stats) -> None:
     print(f"sample store {stats.path}")
-    print(f"  file        {_size(stats.file_bytes)} on disk, {_size(stats.data_bytes)} of samples "
-          f"(bound {_size(stats.max_bytes)})")
+    print(f"  file        {size_text(stats.file_bytes)} on disk, {size_text(stats.data_bytes)} of samples "
+          f"(bound {size_text(stats.max_bytes)})")
     if stats.sample_shape is None:
         print("  samples     none yet")
     else:
@@ -142,10 +143,3 @@ def print_stats(stats) -> None:
                 parts.append(f"{label} {value:{fmt}}")
         print(f"  training    {', '.join(parts)} at {when}")
 
-
-def _size(count: int) -> str:
-    for unit in ("B", "kB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
-        count /= 1000
-    return f"{count} B"

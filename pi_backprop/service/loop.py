@@ -292,6 +292,7 @@ class Service:
     def run(self) -> dict:
         """Run until stopped; return a summary (samples, steps, accuracy, checkpoint path)."""
         self.capture.start()
+        self._update_lights()    # "collecting" from READY on, not only after the first pass
         self.started = time.monotonic()
         self._last_checkpoint_time = self._last_eval = self._last_status = self.started
         self._dataset_version, self._next_refresh, self._burst_losses = None, 0.0, []
@@ -362,10 +363,9 @@ class Service:
         if now < self._next_refresh:
             return self.trainer.dataset is not None
         try:
-            counts = self.store.class_counts("train")
             version = self.store.labelled_version()
-            if version != self._dataset_version and \
-                    (counts >= self.config.training.min_samples_per_class).sum() >= MIN_TRAINING_CLASSES:
+            if version != self._dataset_version and (self.store.class_counts("train") >= self.config.training
+                                                     .min_samples_per_class).sum() >= MIN_TRAINING_CLASSES:
                 # Let go of the old copy first: the store's data are held once, not twice.
                 self.trainer.dataset = None
                 x, y, eval_mask = self.store.load_split()

@@ -23,9 +23,7 @@ def store_error(error: sqlite3.Error, path: Path, doing: str, *, busy_seconds: f
     """The one-line ``DataError`` (a subclass where one fits) for ``error`` raised while
     ``doing`` something ("store a sample") with the store at ``path``."""
     code = primary_code(error)
-    free = free_bytes(path)
-    if code == SQLITE_FULL or "disk is full" in str(error) or (
-            code == SQLITE_IOERR and free is not None and free < NEARLY_FULL):
+    if code == SQLITE_FULL or "disk is full" in str(error) or (code == SQLITE_IOERR and _nearly_full(path)):
         return StoreFullError(f"cannot {doing}: the disk holding {path} is full ({free_text(path)})")
     if code in (SQLITE_BUSY, SQLITE_LOCKED) or "database is locked" in str(error):
         held = f" for more than {busy_seconds:.0f} s" if busy_seconds else ""
@@ -34,6 +32,11 @@ def store_error(error: sqlite3.Error, path: Path, doing: str, *, busy_seconds: f
         return StoreCorruptError(f"cannot {doing}: {path} is damaged ({error}); "
                                  f"pi-backprop data check --repair --db {path} salvages what can be read")
     return DataError(f"cannot {doing}: {path}: {error}")
+
+
+def _nearly_full(path: Path) -> bool:
+    free = free_bytes(path)
+    return free is not None and free < NEARLY_FULL
 
 
 def primary_code(error: sqlite3.Error) -> int | None:
@@ -62,11 +65,13 @@ def free_text(path: Path) -> str:
 
 def size_text(count: float) -> str:
     """``count`` bytes as people read them: 950 B, 12.3 kB, 4.0 MB, 1.2 GB (powers of 1000)."""
-    for unit in ("B", "kB", "MB", "GB"):
-        if count < 1000 or unit == "GB":
-            return f"{count:.0f} {unit}" if unit == "B" else f"{count:.1f} {unit}"
+    if count < 1000:
+        return f"{count:.0f} B"
+    for unit in ("kB", "MB"):
         count /= 1000
-    return f"{count:.0f} B"
+        if count < 1000:
+            return f"{count:.1f} {unit}"
+    return f"{count / 1000:.1f} GB"
 
 
 def lock_holders(path: Path) -> list[tuple[int, str]]:

@@ -89,10 +89,12 @@ def holds(dataset, x):
 def test_delete_sample_removes_it_from_the_store_file_and_from_what_the_trainer_learns(tmp_path):
     # At its bounds the store's count stays the same as samples come and go: the trainer
     # must notice the deletion all the same.
-    config = write_config(tmp_path / "c.toml", store={"max_per_class": 6})
+    # Slow enough captures that the newest sample outlives a refresh of the training data
+    # (~6 s for a class's 30 at 5 a second) before the bounds drop it.
+    config = write_config(tmp_path / "c.toml", store={"max_per_class": 30}, source={"interval": 0.05})
     with running(config, tmp_path / "state") as service:
         record = Recorder(service.events)
-        wait_for(lambda: len(record.of("sample")) >= 40 and service.trainer.dataset is not None,
+        wait_for(lambda: len(record.of("sample")) >= 130 and service.trainer.dataset is not None,
                  what="a full store and training")
         service.commands.submit("pause", source="test").result(DEADLINE)
         labelled = [e.data["id"] for e in record.of("sample") if e.data["label"] is not None]
@@ -168,8 +170,10 @@ def test_the_training_data_follow_a_full_store(tmp_path):
         wait_for(lambda: service.store.class_counts("all").sum() == 20 and service.trainer.dataset is not None,
                  what="a full store and training")
         first = service.trainer.dataset
-        wait_for(lambda: service.trainer.dataset is not first, what="the training data read again")
-        assert len(service.trainer.dataset.y) == 20
+        again = []     # the trainer's dataset is None for a moment while it is read again
+        wait_for(lambda: (d := service.trainer.dataset) is not None and d is not first and not again.append(d),
+                 what="the training data read again")
+        assert len(again[0].y) == 20
 
 
 def test_sighup_while_stopping_is_ignored_not_an_error(tmp_path, caplog):

@@ -118,8 +118,9 @@ def test_notify_socket_sigterm_checkpoint_and_resume_at_the_same_step(tmp_path, 
     try:
         receive(sock, messages, lambda m: any("READY" in f for _, f in m), "READY=1", process)
         # training, with a checkpoint on disk, and a while of it: then stop it mid-run
-        receive(sock, messages, lambda m: (step_of(m[-1][1].get("STATUS")) or 0) >= 200 and checkpoints(tmp_path),
-                "training", process)
+        # (and a status line after the first evaluation: on a fast board 200 steps take under 2 s)
+        receive(sock, messages, lambda m: (step_of(m[-1][1].get("STATUS")) or 0) >= 200 and checkpoints(tmp_path)
+                and any("val acc" in (f.get("STATUS") or "") for _, f in m), "training", process)
         receive(sock, messages, lambda m: sum("WATCHDOG" in f for _, f in m) >= 8, "watchdog pings", process)
         sent = time.monotonic()
         process.send_signal(signal.SIGTERM)

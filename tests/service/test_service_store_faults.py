@@ -40,12 +40,13 @@ def test_a_full_disk_drops_samples_with_one_line_and_the_service_trains_predicts
         record = Recorder(service.events)
         wait_for(lambda: len(record.of("sample")) >= 20 and service.trainer.step > 0, what="samples and training")
         disk.fill()
-        wait_for(lambda: any("is full" in m for m in messages(caplog)), what="the full-disk line")
+        wait_for(lambda: any(m.startswith("sample not stored") and "is full" in m for m in messages(caplog)),
+                 what="the full-disk line")
         step, predictions = service.trainer.step, len(record.of("prediction"))
         wait_for(lambda: len(record.of("prediction")) >= predictions + 30, what="predictions on a full disk")
         wait_for(lambda: service.trainer.step > step, what="training on a full disk")
         assert service.state == "error" and service.thread.is_alive()
-        full_lines = [m for m in messages(caplog) if "is full" in m]
+        full_lines = [m for m in messages(caplog) if m.startswith("sample not stored") and "is full" in m]
         assert len(full_lines) == 1, full_lines          # said once, not per sample
         assert full_lines[0].startswith("sample not stored: cannot store a sample: the disk holding ")
         assert "free" in full_lines[0]

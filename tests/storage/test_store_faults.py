@@ -209,3 +209,16 @@ def test_opening_with_the_saved_bounds_writes_nothing(tmp_path):
     assert path.read_bytes() == before
     wal = path.with_name("samples.db-wal")
     assert not wal.exists() or wal.stat().st_size == 0
+
+
+def test_a_store_reopened_on_a_full_disk_is_full_and_reads_read_only(small_disk):
+    """SQLite reports no room for the -shm file as an I/O error: on a full disk that is a full disk."""
+    disk = small_disk(1)
+    with SampleStore(disk.path / "samples.db") as store:
+        store.set_class_names(NAMES)
+        store.add_sample(sample(1), 1)
+    disk.fill()
+    with pytest.raises(StoreFullError, match="is full"):
+        SampleStore(disk.path / "samples.db")
+    with SampleStore(disk.path / "samples.db", readonly=True) as store:
+        assert len(store) == 1 and store.immutable
