@@ -22,7 +22,7 @@ COMMANDS = [
     ("evaluate", "evaluate", "accuracy, per-class precision/recall and confusion matrix"),
     ("predict", "predict", "classify an image file, a .npy array or a fresh camera capture"),
     ("checkpoint", "checkpoint", "list checkpoints or show one, with an integrity check"),
-    ("data", "data", "sample store: stats, export, import, clear"),
+    ("data", "data", "sample store: stats, export, import, clear, check"),
     ("report", "report", "write PNG learning curves, confusion matrix and sample grids"),
     ("gradcheck", "gradcheck", "compare backprop with finite differences for a model"),
     ("bench", "bench", "benchmark training steps against the numpy backend and PyTorch"),

@@ -1,8 +1,9 @@
-"""``pi-backprop data stats|export|import|clear``: look after the sample store.
+"""``pi-backprop data stats|export|import|clear|check``: look after the sample store.
 
-Safe while the service runs: ``stats`` and ``export`` open the store read-only, ``import``
-and ``clear`` wait for the service's write to finish (SQLite locking) and keep the bounds
-the service saved in the store.
+Safe while the service runs: ``stats``, ``export`` and ``check`` open the store read-only,
+``import`` and ``clear`` wait for the service's write to finish (SQLite locking) and keep the
+bounds the service saved in the store. ``check --repair`` refuses while the service has the
+store open (the service repairs a damaged store itself when it starts).
 """
 
 import argparse
@@ -11,6 +12,7 @@ from pathlib import Path
 
 from .. import paths
 from ..exc import DataError
+from ..storage import salvage
 from ..storage.faults import size_text
 from ..storage.store import DEFAULT_FILENAME, SampleStore, read_npz
 
@@ -20,6 +22,7 @@ examples:
   pi-backprop data export samples.npz --split val
   pi-backprop data import samples.npz
   pi-backprop data clear --yes
+  pi-backprop data check --repair
   sudo -u pi-backprop pi-backprop data stats --state-dir /var/lib/pi-backprop
 """
 
@@ -32,7 +35,10 @@ ACTIONS = {
                "pi-backprop data import samples.npz"),
     "clear": ("delete every sample and metric (asks for --yes; export first to keep them)",
               "pi-backprop data clear --yes"),
+    "check": ("SQLite's integrity check of the store; --repair moves a damaged one aside and saves "
+              "every readable sample into a fresh one", "pi-backprop data check --repair"),
 }
+DAMAGED = 1   # the exit status of ``check`` that finds damage (and is not asked to repair it)
 
 
 def _add_location(parser, default):
@@ -67,6 +73,10 @@ def add_arguments(parser):
             action.add_argument("--yes", action="store_true", help="really delete (required)")
             action.add_argument("--classes", action="store_true",
                                 help="also forget the class names (to collect for a different model)")
+        elif name == "check":
+            action.add_argument("--repair", action="store_true",
+                                help="if damaged: move the file aside as samples.db.corrupt-<UTC time> and save "
+                                     "what can be read into a fresh store")
 
 
 def store_path(args) -> Path:
@@ -83,6 +93,12 @@ def run(args) -> int:
     if args.action == "stats":
         with SampleStore(path, readonly=True) as store:
             print_stats(store.stats())
+        problems = salvage.check(path, quick=True)
+        print("  integrity   " + (f"damaged ({problems[0]}): pi-backprop data check --repair --db {path}"
+                                  if problems else "ok (quick check)"))
+        return DAMAGED if problems else 0
+    elif args.action == "check":
+        return check(path, repair=args.repair)
     elif args.action == "export":
         with SampleStore(path, readonly=True) as store:
             count = store.export_npz(args.file, split=args.split, unlabelled=args.unlabelled)
@@ -108,6 +124,21 @@ def run(args) -> int:
                                 "add --yes to do it (pi-backprop data export FILE.npz keeps a copy)")
             store.clear(classes=args.classes)
         print(f"deleted {count} samples{' and the class names' if args.classes else ''} from {path}")
+    return 0
+
+
+def check(path: Path, *, repair: bool) -> int:
+    """``data check [--repair]``: 0 if intact (or repaired), ``DAMAGED`` if damaged."""
+    problems = salvage.check(path)
+    if not problems:
+        print(f"sample store {path} is intact (SQLite's integrity check passed)")
+        return 0
+    if not repair:
+        more = f" (and {len(problems) - 1} more problems)" if len(problems) > 1 else ""
+        print(f"sample store {path} is damaged: {problems[0]}{more}; pi-backprop data check --repair --db {path} "
+              "moves it aside and saves every readable sample into a fresh store")
+        return DAMAGED
+    print(salvage.salvage(path).text())
     return 0
 
 

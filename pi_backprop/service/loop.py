@@ -30,7 +30,7 @@ from typing import Self
 import numpy as np
 
 from .. import paths
-from ..exc import CheckpointDirBusy, CommandError, ConfigError, DataError, StoreFullError
+from ..exc import CheckpointDirBusy, CommandError, ConfigError, DataError
 from ..logs import setup_logging
 from ..modeldef import load_definition
 from ..storage.checkpoint import CheckpointWriteError
@@ -45,6 +45,7 @@ from .events import Event, EventBus
 from .labelling import Labelling
 from .predictions import PredictionReporter, prediction
 from .sdnotify import Notifier
+from .storekeeper import StoreKeeper
 from .storing import SampleWriter
 
 _log = logging.getLogger(__package__)  # "pi_backprop.service", the name the journal has always shown
@@ -103,7 +104,7 @@ class Service:
         self.labelling = Labelling(self.definition.classes)
         self._handle_commands()   # before any client (a button) can send one
         self._stack = contextlib.ExitStack()
-        self.trainer = self.store = self.lights = self.capture = self.operator = self.buttons = None
+        self.trainer = self.keeper = self.lights = self.capture = self.operator = self.buttons = None
         self.state = None
         self.training_stopped = False
         self.paused = False
@@ -163,28 +164,12 @@ class Service:
                               f"{self.state_dir}; stop it first (sudo systemctl stop pi-backprop) or give "
                               "another --state-dir") from None
         store_path = Path(config.store.path) if config.store.path else self.state_dir / "samples.db"
-        def open_store() -> SampleStore:
-            return SampleStore(store_path, max_per_class=config.store.max_per_class,
-                               max_bytes=config.store.max_bytes,
-                               validation_fraction=config.training.validation_fraction)
-
-        try:
-            self.store = open_store()
-        except StoreFullError as error:   # start all the same: predict, and store once there is room
-            _log.error("%s; predicting without storing samples until there is space", error)
-            self.store = SampleStore(store_path, readonly=True)
-        self._stack.callback(lambda: self.store.close())   # the store in use then (it may be reopened)
-        if not self.store.readonly:
-            self.store.set_class_names(definition.classes)
-        elif self.store.class_names != tuple(definition.classes):
-            raise DataError(f"{store_path} holds classes {list(self.store.class_names)}, not "
-                            f"{list(definition.classes)} of model {definition.name!r}")
-        if self.store.sample_shape not in (None, definition.input_shape):
-            raise DataError(f"{store_path} holds samples of shape {self.store.sample_shape}, but model "
-                            f"{definition.name!r} takes {definition.input_shape}; export and clear it first "
-                            "(pi-backprop data export/clear) or set store.path")
-        self.writer = SampleWriter(self.store, on_stored=self._sample_stored, on_failure=self._part_failed,
-                                   reopen=open_store, on_reopened=self._store_reopened)
+        bounds = {"max_per_class": config.store.max_per_class, "max_bytes": config.store.max_bytes,
+                  "validation_fraction": config.training.validation_fraction}
+        self.keeper = StoreKeeper(store_path, definition, bounds, on_replaced=self._store_replaced)
+        self._stack.callback(self.keeper.close)   # the store in use then (it may be replaced)
+        self.keeper.open()
+        self.writer = SampleWriter(self.keeper, on_stored=self._sample_stored, on_failure=self._part_failed)
         read, simulated = open_source(config, definition, self._stack, simulate=self.simulate,
                                       stop_event=self.stop_event)
         buttons, button_pins = self._open_buttons()
@@ -301,6 +286,7 @@ class Service:
                   "simulated hardware" if self.simulate else self.config.source.kind, self.state_dir)
         while not self.stop_event.is_set():
             self.commands.run_queued()
+            self.keeper.watch()
             self.writer.retry()
             got_samples = self._take_samples()
             trained = self._train_burst()
@@ -332,10 +318,15 @@ class Service:
             return
         self.writer.add(sample, "simulated" if self.simulate else self.config.source.kind)
 
-    def _store_reopened(self, store: SampleStore) -> None:
-        old, self.store = self.store, store
-        old.close()
-        self.store.set_class_names(self.definition.classes)
+    @property
+    def store(self) -> SampleStore | None:
+        """The sample store in use now (repaired, recreated or reopened ones replace it)."""
+        return None if self.keeper is None else self.keeper.store
+
+    def _store_replaced(self, store: SampleStore) -> None:
+        self._dataset_version, self._next_refresh = None, 0.0   # read the training data afresh
+        if self.writer is not None:
+            self.writer.store_replaced()
 
     def _sample_stored(self, sample_id: int, sample: Sample, source: str) -> None:
         self.events.publish("sample", id=sample_id, label=sample.label, source=source, time=sample.time,
@@ -374,7 +365,9 @@ class Service:
                 self.trainer.dataset = dataset
                 self._dataset_version = version
         except DataError as error:      # a locked or failing store: train on when it reads again
-            _log.warning("training data not read from the store: %s", error)
+            self.keeper.failed(error)
+            if not self.keeper.damaged:  # a damaged one: the keeper's repair says so
+                _log.warning("training data not read from the store: %s", error)
             self._part_failed("store", f"training data not read: {error}")
             self._dataset_version = None
         # Reading the store costs time: the bigger it is, the less often.
@@ -402,7 +395,8 @@ class Service:
                                       metrics["eval_accuracy"], trainer.optimizer.lr)
             self._metrics_failing = False
         except DataError as error:   # said once, until they are stored again
-            if not self._metrics_failing:
+            self.keeper.failed(error)
+            if not self._metrics_failing and not self.keeper.damaged:
                 _log.warning("metrics not stored: %s", error)
             self._metrics_failing = True
         self._last_eval = time.monotonic()
@@ -508,7 +502,7 @@ class Service:
         self._ping_watchdog()
         if now - self._last_status >= interval:
             self._last_status = now
-            labelled = int(self.store.class_counts("all").sum())
+            labelled = self.keeper.labelled()
             text = self._status_text(labelled)
             self.notifier.status(text)
             _log.info("%s", text)
@@ -517,7 +511,8 @@ class Service:
     def _status_text(self, labelled: int | None = None) -> str:
         trainer, metrics = self.trainer, self.metrics
         if labelled is None:
-            labelled = int(self.store.class_counts("all").sum())
+            labelled = self.keeper.labelled()
+        labelled = "?" if labelled is None else labelled
         parts = []
         if self.training_stopped:
             parts.append("training stopped (diverged)")
@@ -563,11 +558,7 @@ class Service:
         if self.writer.waiting:
             _log.error("%d samples waiting for the sample store were not stored: it stayed locked",
                        self.writer.waiting)
-        try:
-            samples = int(self.store.class_counts("all").sum())
-        except DataError as error:
-            _log.warning("samples not counted: %s", error)
-            samples = None
+        samples = self.keeper.labelled()
         self.summary = {"samples": samples, "steps": self.trainer.step,
                         "accuracy": self.metrics.get("eval_accuracy"),
                         "live_accuracy": self.reporter.recent_accuracy,

@@ -1,20 +1,22 @@
 """Storing the loop's samples on a card that fails: the store's faults, each said once.
 
-    writer = SampleWriter(store, on_stored=publish_sample, on_failure=show_error)
+    writer = SampleWriter(keeper, on_stored=publish_sample, on_failure=show_error)
     writer.add(sample, source)      # for every captured sample worth keeping
     writer.retry()                  # every pass of the loop: stores what waited, when due
 
 - A **full disk** drops the sample (the disk cannot hold it): one error line with the space
   left, then quiet; storing resumes by itself with the first sample that fits, and says how
   many were dropped meanwhile. A store opened read-only because the disk was full at the
-  start is reopened (``reopen``) once there is room.
+  start is reopened (``StoreKeeper.reopen_writable``) once there is room.
 - A **lock held by another process** (a ``sqlite3`` shell, a long import) keeps the samples
   in memory, at most ``PENDING_SAMPLES`` (the oldest go beyond that), and retries with back-off,
   each try waiting briefly for the lock instead of the store's full busy timeout, so that
   training, prediction and the watchdog go on; one warning names the lock, one line says
   when the samples are in.
-- Anything else (a damaged file, a read-only file system): the sample is not stored; one
-  line says why, until a sample is stored again.
+- A **damaged file** is the keeper's to repair (``StoreKeeper.failed``): meanwhile the
+  samples wait in memory as for a lock, and go into the repaired store.
+- Anything else (a read-only file system): the sample is not stored; one line says why,
+  until a sample is stored again.
 
 Only the loop's thread calls it.
 """
@@ -25,10 +27,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from ..exc import DataError, StoreFullError, StoreLockedError
+from ..exc import DataError, StoreCorruptError, StoreFullError, StoreLockedError
 from ..storage.faults import free_text
 from ..storage.store import SampleStore
 from .capture import Sample
+from .storekeeper import StoreKeeper
 
 _log = logging.getLogger(__name__)
 
@@ -39,27 +42,27 @@ RETRY_BUSY_TIMEOUT = 0.2   # seconds a retry waits for the lock (the first try w
 
 
 class SampleWriter:
-    """Stores samples in ``store``.
+    """Stores samples in the store that ``keeper`` (``storekeeper.StoreKeeper``) holds.
 
     on_stored(sample_id, sample, source) : after each sample is in the store
     on_failure(part, message) : every failure ("store" or "disk"), for the error LEDs
-    reopen() : a writable store, for a store that had to open read-only (StoreFullError if
-        the disk is still full); on_reopened(store) is told of the new one
     """
 
-    def __init__(self, store: SampleStore, *, on_stored: Callable[[int, Sample, str], object],
-                 on_failure: Callable[[str, str], object], reopen: Callable[[], SampleStore] | None = None,
-                 on_reopened: Callable[[SampleStore], object] | None = None):
-        self.store = store
+    def __init__(self, keeper: StoreKeeper, *, on_stored: Callable[[int, Sample, str], object],
+                 on_failure: Callable[[str, str], object]):
+        self.keeper = keeper
         self.on_stored, self.on_failure = on_stored, on_failure
-        self.reopen, self.on_reopened = reopen, on_reopened
         self.pending = collections.deque()     # (sample, source) not stored yet
-        # What the last try met: None, "full", "locked" or "failing"; a store opened read-only
-        # is there because the disk was full (the service has said so).
-        self.trouble = "full" if store.readonly else None
+        # What the last try met: None, "full", "locked", "damaged" or "failing"; a store opened
+        # read-only is there because the disk was full (the service has said so).
+        self.trouble = "full" if keeper.store.readonly and not keeper.damaged else None
         self.dropped = 0                       # samples lost in this trouble
         self._next_try = 0.0
         self._retry_after = FIRST_RETRY
+
+    @property
+    def store(self) -> SampleStore:
+        return self.keeper.store
 
     @property
     def waiting(self) -> int:
@@ -81,6 +84,10 @@ class SampleWriter:
             self._store_pending()
 
     def _store_pending(self) -> None:
+        if self.keeper.damaged:
+            self.trouble = "damaged"
+            self._keep_waiting()
+            return
         if self.store.readonly and not self._reopened():
             self._drop_all("disk", "sample not stored: the disk is full")
             return
@@ -94,6 +101,13 @@ class SampleWriter:
                 self._enter("locked", f"{error}; keeping up to {PENDING_SAMPLES} samples in memory and retrying")
                 self.on_failure("store", str(error))
                 self._back_off()
+                return
+            except StoreCorruptError as error:
+                self.keeper.failed(error)
+                # The keeper's repair says what happened.
+                self._enter("damaged", f"{error}; keeping up to {PENDING_SAMPLES} samples in memory while it is "
+                                       "repaired", logging.DEBUG)
+                self._keep_waiting()
                 return
             except StoreFullError as error:
                 self._enter("full", f"sample not stored: {error}; samples are dropped until there is space "
@@ -110,18 +124,24 @@ class SampleWriter:
             self._recovered()
             self.on_stored(sample_id, sample, source)
 
+    def store_replaced(self) -> None:
+        """The keeper put a new store in place: store what waits at the next try."""
+        self._next_try, self._retry_after = 0.0, FIRST_RETRY
+
+    def _keep_waiting(self) -> None:
+        """Back off, with the samples in memory (the store is locked or being repaired)."""
+        self.on_failure("store", f"{self.waiting} samples waiting for the sample store")
+        self._back_off()
+
     def _reopened(self) -> bool:
         """Try the read-only store writable again, when a retry is due."""
-        if self.reopen is None or time.monotonic() < self._next_try:
+        if time.monotonic() < self._next_try:
             return False
         try:
-            store = self.reopen()
+            self.keeper.reopen_writable()
         except StoreFullError:
             self._back_off()
             return False
-        self.store = store
-        if self.on_reopened is not None:
-            self.on_reopened(store)
         return True
 
     def _enter(self, trouble: str, message: str, level: int = logging.WARNING) -> None:
@@ -146,6 +166,9 @@ class SampleWriter:
         elif self.trouble == "locked":
             lost = f", {self.dropped} lost (more than {PENDING_SAMPLES} waited)" if self.dropped else ""
             _log.info("sample store %s writable again: the waiting samples are stored%s", self.store.path, lost)
+        elif self.trouble == "damaged":
+            lost = f", {self.dropped} lost (more than {PENDING_SAMPLES} waited)" if self.dropped else ""
+            _log.info("storing samples again in %s: the waiting samples are stored%s", self.store.path, lost)
         elif self.trouble == "failing":
             _log.info("storing samples again; %d were not stored", self.dropped)
         self.trouble, self.dropped = None, 0

@@ -127,6 +127,18 @@ class Metric:
 
 
 @dataclasses.dataclass(frozen=True)
+class SalvagedSample:
+    """A sample read back from a damaged store: its id, Unix time, source, label (None:
+    unlabelled) and array, as it was stored."""
+
+    id: int
+    time: float
+    source: str
+    label: int | None
+    x: np.ndarray
+
+
+@dataclasses.dataclass(frozen=True)
 class StoreStats:
     """What ``pi-backprop data stats`` prints. ``per_class`` maps a class name to (train, val)."""
 
@@ -173,7 +185,7 @@ class SampleStore:
         given = {"max_per_class": max_per_class, "max_bytes": max_bytes,
                  "validation_fraction": validation_fraction}
         given = {key: value for key, value in given.items() if value is not None}
-        self._check_settings(**{**self.DEFAULTS, **given})
+        self.check_settings(**{**self.DEFAULTS, **given})
         self._lock = threading.RLock()
         self._db = None
         try:
@@ -416,7 +428,7 @@ class SampleStore:
         """Change the bounds (e.g. after a config reload) and apply them now; returns samples dropped."""
         new_per_class = self.max_per_class if max_per_class is None else int(max_per_class)
         new_bytes = self.max_bytes if max_bytes is None else int(max_bytes)
-        self._check_settings(new_per_class, new_bytes)
+        self.check_settings(new_per_class, new_bytes)
         with self._lock:
             self.max_per_class, self.max_bytes = new_per_class, new_bytes
             if self.readonly:
@@ -426,7 +438,8 @@ class SampleStore:
                 return self._enforce_limits(db)
 
     @staticmethod
-    def _check_settings(max_per_class: int, max_bytes: int, validation_fraction: float = VALIDATION_FRACTION) -> None:
+    def check_settings(max_per_class: int, max_bytes: int, validation_fraction: float = VALIDATION_FRACTION) -> None:
+        """``DataError`` unless the bounds are positive and the fraction is in [0, 0.9]."""
         if int(max_per_class) < 1 or int(max_bytes) < 1:
             raise DataError(f"store bounds must be positive, got max_per_class={max_per_class}, "
                             f"max_bytes={max_bytes}")
@@ -480,6 +493,45 @@ class SampleStore:
                          key=lambda label: (groups[label][0], -label)))
         db.executemany("DELETE FROM samples WHERE id = ?", victims)
         return len(victims)
+
+    @_guarded("store the salvaged samples")
+    def restore_samples(self, samples: Iterable["SalvagedSample"], *, next_id: int = 0,
+                        split_offset: int = SPLIT_OFFSET) -> list[int]:
+        """Store samples read from a damaged store (``salvage``) into this new, empty one, each
+        with its own id, time and source, so that the split of the samples stays put; new ids
+        continue after ``next_id`` (the damaged store's highest). Returns the ids stored."""
+        ids = []
+        with self._lock, self._write() as db:
+            if db.execute("SELECT count(*) FROM samples").fetchone()[0]:
+                raise DataError(f"sample store {self.path} is not empty: salvaged samples go into a new store")
+            for sample in samples:
+                x = _as_sample(sample.x)
+                db.execute("INSERT INTO samples (id, time, source, label, shape, dtype, nbytes, data) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                           (int(sample.id), float(sample.time), str(sample.source), sample.label,
+                            json.dumps(list(x.shape)), x.dtype.str, x.nbytes, x.tobytes()))
+                ids.append(int(sample.id))
+            db.execute("UPDATE sqlite_sequence SET seq = max(seq, ?) WHERE name = 'samples'", (int(next_id),))
+            if db.execute("SELECT changes()").fetchone()[0] == 0:
+                db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('samples', ?)", (int(next_id),))
+            db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('split_offset', ?)", (int(split_offset),))
+            self.split_offset = int(split_offset)
+            self._enforce_limits(db)
+        return ids
+
+    @_guarded("store the salvaged metrics")
+    def restore_metrics(self, rows: Iterable[tuple]) -> int:
+        """Append rows of training history read from a damaged store: (step, time, loss,
+        accuracy, val_loss, val_accuracy, lr). Returns how many."""
+        count = 0
+        with self._lock, self._write() as db:
+            for row in rows:
+                db.execute("INSERT INTO metrics (step, time, loss, accuracy, val_loss, val_accuracy, lr) "
+                           "VALUES (?, ?, ?, ?, ?, ?, ?)", tuple(row))
+                count += 1
+            db.execute("DELETE FROM metrics WHERE rowid <= (SELECT max(rowid) FROM metrics) - ?",
+                       (MAX_METRIC_ROWS,))
+        return count
 
     @_guarded("count the samples")
     def counts(self, split: str = "all") -> dict:

@@ -1,17 +1,22 @@
 """The running service on a failing card: a disk that fills up, a store another process
-locks, a second service refused. Real parts: a tmpfs, a second process holding SQLite's lock."""
+locks, a damaged or deleted store, a second service refused. Real parts: a tmpfs, a second
+process holding SQLite's lock, pages of the file overwritten with garbage."""
 
 import logging
+import re
 import subprocess
 import sys
 
 import pytest
 from running_service import DEADLINE, running, wait_for, write_config
+from store_damage import damage, filled_store, settle, spread_pages
 
 from pi_backprop.exc import ConfigError
+from pi_backprop.service import storekeeper
 from pi_backprop.service.config import load_config
 from pi_backprop.service.loop import Service
 from pi_backprop.service.sdnotify import Notifier
+from pi_backprop.storage import salvage
 from pi_backprop.storage import store as store_module
 from pi_backprop.storage.store import SampleStore
 
@@ -114,3 +119,82 @@ def test_a_refused_second_service_changes_nothing_on_disk(tmp_path):
                 pass
         after = dict(service.store._db.execute("SELECT key, value FROM settings"))
     assert before == after and after["max_per_class"] == 400
+
+
+def aside_files(state):
+    """The damaged stores moved aside (without their -wal and -shm files)."""
+    return [p for p in state.glob("samples.db.corrupt-*") if not p.name.endswith(("-wal", "-shm"))]
+
+
+SENSOR_CLASSES = ("still", "slow_wave", "fast_wave", "spikes")   # sensor_mlp's, as FAST_SENSOR runs it
+
+
+def test_a_store_damaged_before_the_start_is_repaired_and_the_service_runs(tmp_path, caplog):
+    state = tmp_path / "state"
+    state.mkdir()
+    filled_store(state / "samples.db", SENSOR_CLASSES, samples=400, size=32)
+    damage(state / "samples.db", spread_pages(state / "samples.db", 6))
+    config = write_config(tmp_path / "c.toml")
+    with caplog.at_level(logging.INFO, logger="pi_backprop"), running(config, state) as service:
+        record = Recorder(service.events)
+        wait_for(lambda: len(record.of("sample")) >= 10, what="samples stored after the repair")
+        assert service.thread.is_alive()
+    repaired = [m for m in messages(caplog, logging.ERROR) if "was damaged" in m]
+    assert len(repaired) == 1, messages(caplog)
+    found = re.match(rf"sample store {re.escape(str(state))}/samples.db was damaged: saved (\d+) (of 400 )?samples",
+                     repaired[0])
+    assert found, repaired[0]
+    saved = int(found[1])
+    assert 0 < saved < 400
+    assert len(aside_files(state)) == 1
+    assert salvage.check(state / "samples.db") == []
+    with SampleStore(state / "samples.db", readonly=True) as store:
+        assert len(store) >= saved + 10
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_a_store_damaged_while_running_is_repaired_when_a_read_meets_the_damage(tmp_path, caplog):
+    state = tmp_path / "state"
+    config = write_config(tmp_path / "c.toml", store={"max_per_class": 5000})
+    with caplog.at_level(logging.INFO, logger="pi_backprop"), running(config, state) as service:
+        record = Recorder(service.events)
+        wait_for(lambda: len(record.of("sample")) >= 300 and service.trainer.dataset is not None,
+                 what="samples and training")
+        service.commands.submit("pause", source="test").result(DEADLINE)   # keep the pages still
+        path = service.store.path
+        with service.store._lock:
+            settle(path)
+            damage(path, spread_pages(path, 6, spare=("classes", "settings", "sqlite_sequence")))
+            service.store._db.execute("PRAGMA shrink_memory")   # what it reads next comes from the card
+        service.commands.submit("resume", source="test").result(DEADLINE)
+        wait_for(lambda: any("was damaged" in m for m in messages(caplog, logging.ERROR)), what="the repair")
+        stored = len(record.of("sample"))
+        wait_for(lambda: len(record.of("sample")) >= stored + 10, what="samples stored in the repaired store")
+        assert service.thread.is_alive() and service.keeper.repairs == 1
+    said = [m for m in messages(caplog) if "damaged" in m]
+    assert len(said) == 1 and "was damaged: saved " in said[0], said     # one line, the repair's
+    assert len(aside_files(state)) == 1
+    assert salvage.check(state / "samples.db") == []
+    assert not any(r.exc_info for r in caplog.records)
+
+
+def test_a_store_deleted_while_running_is_noticed_and_made_afresh(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(storekeeper, "WATCH_SECONDS", 0.5)
+    state = tmp_path / "state"
+    config = write_config(tmp_path / "c.toml")
+    with caplog.at_level(logging.INFO, logger="pi_backprop"), running(config, state) as service:
+        record = Recorder(service.events)
+        wait_for(lambda: len(record.of("sample")) >= 20, what="stored samples")
+        (state / "samples.db").unlink()
+        wait_for(lambda: any("was deleted while the service ran" in m for m in messages(caplog)),
+                 what="the deletion noticed")
+        stored = len(record.of("sample"))
+        wait_for(lambda: len(record.of("sample")) >= stored + 10, what="samples in the fresh store")
+    deleted = [m for m in messages(caplog) if "was deleted" in m]
+    assert len(deleted) == 1 and deleted[0] == (f"sample store {state / 'samples.db'} was deleted while the "
+                                                "service ran: creating a fresh one")
+    with SampleStore(state / "samples.db", readonly=True) as store:
+        assert 10 <= len(store) < len(record.of("sample"))
+        assert store.class_names == SENSOR_CLASSES
+        assert service.result["samples"] == int(store.class_counts("all").sum())   # the summary tells the truth
+    assert not any(r.exc_info for r in caplog.records)

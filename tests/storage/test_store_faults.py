@@ -9,6 +9,7 @@ import sys
 
 import numpy as np
 import pytest
+from store_damage import damage, filled_store, spread_pages
 
 from pi_backprop.exc import DataError, StoreCorruptError, StoreFullError, StoreLockedError
 from pi_backprop.storage.store import SampleStore
@@ -115,27 +116,11 @@ def test_a_lock_held_by_another_process_is_one_line_naming_it(tmp_path, lock_hol
     store.close()
 
 
-def damage(path, pages, page_size=4096):
-    """Overwrite the given pages (0 = the header page) with garbage, as a failing card does."""
-    rng = np.random.default_rng(7)
-    with open(path, "r+b") as file:
-        for page in pages:
-            file.seek(page * page_size)
-            file.write(rng.integers(0, 256, page_size, dtype=np.uint8).tobytes())
-
-
 @pytest.fixture
 def damaged_store(tmp_path):
     path = tmp_path / "samples.db"
-    with SampleStore(path) as store:
-        store.set_class_names(NAMES)
-        for number in range(200):
-            store.add_sample(sample(number), number % 2)
-            store.record_metrics(number, 1.0 / (number + 1))
-    with sqlite3.connect(path) as db:
-        db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
-    pages = path.stat().st_size // 4096
-    damage(path, range(2, pages, max(1, pages // 12)))
+    filled_store(path, NAMES)
+    damage(path, spread_pages(path))
     return path
 
 
