@@ -29,7 +29,8 @@ against the model.
 
 Errors: ``CheckpointDamaged`` (truncated, bit-flipped, not a zip, hash mismatch: a run may
 fall back to an older checkpoint) and ``CheckpointRefused`` (pickled objects, unknown format
-version, another model, wrong shapes: a run must stop and say so). Both are
+version, a header field of the wrong kind (``header_schema``), another model, wrong shapes:
+a run must stop and say so). Both are
 ``CheckpointError``; ``CheckpointWriteError`` is a failed write (disk full).
 """
 
@@ -53,6 +54,7 @@ from .. import __version__
 from ..exc import CheckpointDamaged, CheckpointError, CheckpointRefused, CheckpointWriteError
 from ..modeldef import ModelDefinition
 from .atomic import atomic_write, fsync_directory
+from .header_schema import check_header
 from .npfiles import SNIFF_BYTES, sniff
 
 FORMAT = "pi-backprop-checkpoint"
@@ -398,6 +400,7 @@ def verify_checkpoint(path) -> CheckpointInfo:
             raise CheckpointDamaged(f"{path}: header lacks required fields")
         if header_digest(header) != header["sha256"]:
             raise CheckpointDamaged(f"{path}: header hash mismatch")
+        check_header(header, path)
         stored = {name[:-4] for name in archive.namelist()} - {HEADER}
         if stored != set(listed):
             missing = sorted(set(listed) - stored) or sorted(stored - set(listed))

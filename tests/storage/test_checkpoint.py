@@ -425,3 +425,65 @@ def test_checkpoint_list_and_show(tmp_path, capsys):
     assert capsys.readouterr().err.strip().endswith("is not a folder")
     assert main(["checkpoint", "show", str(tmp_path)]) == 2
     assert "is a folder: pi-backprop checkpoint list" in capsys.readouterr().err
+
+
+# -- crafted headers: a valid hash over fields of the wrong kind ------------------------------
+
+def _nested(field, value):
+    """Header changes that set the dotted ``field`` ("optimizer.step") to ``value``."""
+    def change(header):
+        *parents, last = field.split(".")
+        table = header
+        for name in parents:
+            table = table[name]
+        table[last] = value
+        return header
+    return change
+
+
+CRAFTED = {
+    "step a string": ("step", "abc"), "step negative": ("step", -1), "step a bool": ("step", True),
+    "model a string": ("model", "sensor_mlp"), "model without layers": ("model", {"name": "m"}),
+    "metrics a list": ("metrics", [1, 2]), "metric a string": ("metrics.train_loss", "low"),
+    "dtype unknown": ("dtype", "float16"), "optimizer a list": ("optimizer", []),
+    "optimizer step a string": ("optimizer.step", "3"), "hyper a string": ("optimizer.hyper.lr", "fast"),
+    "training lr a string": ("training.lr", "x"), "batch size zero": ("training.batch_size", 0),
+    "data held_out a float": ("data.held_out", 1.5), "rng a string": ("rng", "seed"),
+    "written_at a number": ("written_at", 12), "array shape a string": ("arrays.header_like", None),
+}
+
+
+@pytest.mark.parametrize("field, value", CRAFTED.values(), ids=CRAFTED.keys())
+def test_a_crafted_header_is_refused_in_one_line_naming_the_field(saved, capsys, tmp_path, field, value):
+    path = saved[0]
+    if field == "arrays.header_like":         # an array entry whose shape is not a list of ints
+        with zipfile.ZipFile(path) as archive:
+            header = json.loads(np.load(io.BytesIO(archive.read("header.npy"))).tobytes())
+        name = sorted(header["arrays"])[0]
+        changes, field = {"arrays": {**header["arrays"], name: {**header["arrays"][name], "shape": "64"}}}, \
+            f"arrays.{name}.shape"
+    else:
+        with zipfile.ZipFile(path) as archive:
+            header = json.loads(np.load(io.BytesIO(archive.read("header.npy"))).tobytes())
+        changes = _nested(field, value)(header)
+    rewrite(path, changes)
+    with pytest.raises(ckpt.CheckpointRefused) as caught:
+        ckpt.verify_checkpoint(path)
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and "\n" not in message
+    assert f"header field {field!r} is " in message or (field == "model" and "model definition" in message), message
+
+    assert main(["checkpoint", "list", str(path.parent)]) == 1
+    out = capsys.readouterr().out
+    assert "REFUSED: " in out and "Traceback" not in out
+    assert main(["checkpoint", "show", str(path)]) == 1
+    assert "integrity    REFUSED: " in capsys.readouterr().out
+    npy = tmp_path / "x.npy"
+    np.save(npy, np.zeros(32, np.float32))
+    assert main(["predict", "--checkpoint", str(path), str(npy)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and "Traceback" not in err
+    assert main(["train", "--model", "sensor_mlp", "--data", "sim:sensor?n=64", "--steps", "5",
+                 "--checkpoint-dir", str(path.parent)]) == 2
+    err = capsys.readouterr().err
+    assert len(err.strip().splitlines()) == 1 and str(path) in err
