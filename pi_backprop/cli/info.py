@@ -9,7 +9,7 @@ from .. import __version__
 from ..hardware.camera import camera_status
 from ..hardware.pins import pi_model, pin_status
 from ..nn import get_backend
-from ..nn.engine.cache import kernel_cache_dir, numba_version
+from ..nn.engine.cache import choose, numba_version
 from ..paths import state_dir
 
 
@@ -22,8 +22,7 @@ def _numba_line() -> str:
     version = numba_version()
     if version is None:
         return "not installed: the numpy backend runs instead (same results, slower)"
-    folder = kernel_cache_dir(version)
-    return f"{version} (kernel cache: {folder or 'none: an engine source cannot be read'})"
+    return f"{version} (kernel cache: {choose(version).text})"
 
 
 def lines(simulate=False) -> list:

@@ -25,11 +25,11 @@ def run(args) -> int:
     if not numba_available():
         raise BackendError("numba is not installed: nothing to compile (the numpy backend needs no warm-up)")
     from ..nn.engine.cache import numba_version
-    from ..nn.engine.jit import CACHE_DIR
+    from ..nn.engine.jit import CACHE
     from ..nn.engine.warmup import warmup_tasks
 
     dtypes = (np.float32, np.float64) if args.float64 and not args.float32_only else (np.float32,)
-    print(f"numba {numba_version()}, cache {CACHE_DIR}", flush=True)
+    print(f"numba {numba_version()}, cache {CACHE.text}", flush=True)
     start = time.perf_counter()
     for label, task in warmup_tasks(dtypes):
         began = time.perf_counter()

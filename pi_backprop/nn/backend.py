@@ -48,12 +48,24 @@ def get_backend() -> str:
         if requested:
             _load(_checked_name(requested, ENV_VAR))
             current = requested
-        elif numba_available():
+        elif numba_available() and _caching():
             current = "numba"
+        elif numba_available():
+            _log.warning("no kernel cache can be written: using the numpy backend (same results; numba would "
+                         "compile anew in every process; set NUMBA_CACHE_DIR to a writable folder, or ask for it "
+                         "with --backend numba)")
+            current = "numpy"
         else:
             _log.warning("numba is not installed: using the numpy backend (same results, slower)")
             current = "numpy"
     return current
+
+
+def _caching() -> bool:
+    """The numba backend can keep its compiled kernels (``engine.jit.CACHING``)."""
+    from .engine import jit
+
+    return jit.CACHING
 
 
 def kernels(name: str | None = None) -> ModuleType:

@@ -96,6 +96,84 @@ def test_an_unreadable_engine_source_turns_caching_off_with_one_warning(monkeypa
     assert "cannot read the engine's source" in caplog.text and "Permission denied" in caplog.text
 
 
+@pytest.fixture
+def private_tmp(monkeypatch, tmp_path):
+    """The temporary folder the private fallback goes under (``tempfile.gettempdir()``)."""
+    import tempfile
+    folder = tmp_path / "tmp"
+    folder.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(folder))
+    return folder
+
+
+@pytest.fixture
+def unwritable_base(monkeypatch, tmp_path):
+    blocker = tmp_path / "file"
+    blocker.write_text("not a folder")        # nothing can be made under it, not even by root
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(blocker / "numba"))
+    return blocker / "numba"
+
+
+def test_an_unwritable_base_falls_back_to_a_private_folder_of_this_user(private_tmp, unwritable_base):
+    choice = cache.choose("0.68.1")
+    top = private_tmp / f"pi-backprop-{os.getuid()}"
+    assert choice.directory == top / "numba" / choice.wanted.name and choice.directory.is_dir()
+    assert choice.wanted.parent == unwritable_base and "is not writable (" in choice.problem
+    assert os.stat(top).st_mode & 0o777 == 0o700
+    assert str(choice.directory) in choice.text and "set NUMBA_CACHE_DIR" in choice.text
+    assert cache.choose("0.68.1") == choice                      # the next process finds the same folder
+    if cache.numba_version():
+        from pi_backprop.cli import info
+        line = dict(info.lines(simulate=True))["numba"]
+        assert f"kernel cache: {top / 'numba'}/kernels-" in line and "is not writable" in line
+
+
+@pytest.mark.parametrize("planted", ["writable by others", "a symlink"])
+def test_a_private_folder_someone_else_could_write_to_is_never_used(private_tmp, unwritable_base, tmp_path,
+                                                                   planted):
+    top = private_tmp / f"pi-backprop-{os.getuid()}"
+    if planted == "a symlink":
+        (tmp_path / "elsewhere").mkdir()
+        top.symlink_to(tmp_path / "elsewhere")
+    else:
+        top.mkdir()
+        top.chmod(0o777)
+    choice = cache.choose("0.68.1")
+    assert choice.directory is None and choice.text.startswith("none: ")
+    assert not (top / "numba").exists()
+
+
+def test_a_writable_base_is_used_as_it_is(private_tmp, monkeypatch, tmp_path):
+    monkeypatch.setenv("NUMBA_CACHE_DIR", str(tmp_path / "cache"))
+    choice = cache.choose("0.68.1")
+    assert choice.directory.parent == tmp_path / "cache" and choice.problem is None
+    assert choice.text == str(choice.directory) and not list(private_tmp.iterdir())
+
+
+NO_CACHE = textwrap.dedent("""
+    import pi_backprop as pb, numpy as np
+    print(pb.get_backend())
+    model = pb.Sequential([pb.Dense(3, 2)], seed=0)
+    print(model.predict(np.ones((1, 3), np.float32)).shape)
+""")
+
+
+def test_with_no_cache_anywhere_the_numpy_backend_runs_after_one_warning(tmp_path):
+    pytest.importorskip("numba")
+    blocker = tmp_path / "file"
+    blocker.write_text("")
+    planted = tmp_path / "tmp" / f"pi-backprop-{os.getuid()}"   # another user's: no private folder either
+    planted.mkdir(parents=True)
+    planted.chmod(0o777)
+    env = {k: v for k, v in os.environ.items() if k not in ("PI_BACKPROP_BACKEND", "XDG_CACHE_HOME")}
+    env.update(NUMBA_CACHE_DIR=str(blocker / "numba"), TMPDIR=str(tmp_path / "tmp"), HOME=str(blocker))
+    out = subprocess.run([sys.executable, "-c", NO_CACHE], capture_output=True, text=True, env=env, timeout=300)
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.split() == ["numpy", "(1,", "2)"]
+    assert "Traceback" not in out.stderr
+    assert "no kernel cache can be written: using the numpy backend" in out.stderr
+
+
 def test_info_names_the_keyed_cache_folder(monkeypatch, tmp_path):
     pytest.importorskip("numba")
     from pi_backprop.cli import info

@@ -7,14 +7,25 @@ package, and the Python, numpy and numba versions, go into a hash that names the
 any change compiles afresh into a new folder, and old folders are pruned.
 
     <base>/kernels-<key>/      base: $NUMBA_CACHE_DIR, else paths.cache_dir()/numba
+
+Where that base cannot be written (a locked-down user whose HOME is read-only, no
+``NUMBA_CACHE_DIR``), ``choose`` falls back to a folder private to this user in the
+temporary directory, ``<tmp>/pi-backprop-<uid>/numba``, used only if this user owns it and
+no one else may write to it (compiled code from a folder another user can write to would
+run as ours). If even that fails nothing is cached: the numba backend then compiles anew
+in every process, and the backend chooses numpy unless asked for numba.
 """
 
+import contextlib
+import dataclasses
 import hashlib
 import logging
 import os
 import re
 import shutil
+import stat
 import sys
+import tempfile
 from importlib import metadata
 from pathlib import Path
 
@@ -74,21 +85,85 @@ def kernel_cache_dir(numba_version: str, base=None) -> Path | None:
     return Path(base or numba_cache_dir()) / f"{PREFIX}{key}"
 
 
+@dataclasses.dataclass(frozen=True)
+class CacheChoice:
+    """The kernel cache folder to use (None: cache nothing), and why not the usual one
+    (``wanted``, ``problem``) where it fell back."""
+
+    directory: Path | None
+    wanted: Path | None = None
+    problem: str | None = None
+
+    @property
+    def text(self) -> str:
+        """For ``pi-backprop info`` and the warning: where, and why there."""
+        if self.problem is None:
+            return str(self.directory) if self.directory else "none: kernels compile anew in every process"
+        if self.directory is None:
+            return f"none: {self.wanted} {self.problem} and no private folder could be made; kernels compile " \
+                   "anew in every process (set NUMBA_CACHE_DIR to a writable folder)"
+        return f"{self.directory} ({self.wanted} {self.problem}; this private folder is emptied at reboot: " \
+               "set NUMBA_CACHE_DIR to a writable folder to keep the kernels)"
+
+
+def choose(numba_version: str) -> CacheChoice:
+    """The folder the engine caches its kernels in: the keyed folder under the usual base if
+    it can be written, else one under this user's private temporary folder, else none.
+    Creates and prunes it (``prepare``); says nothing (the caller warns with ``.text``)."""
+    wanted = kernel_cache_dir(numba_version)
+    if wanted is None:   # kernel_cache_dir has said why
+        return CacheChoice(None)
+    problem = _writable(wanted)
+    if problem is None:
+        prepare(wanted)
+        return CacheChoice(wanted)
+    private = private_base()
+    fallback = None if private is None else private / wanted.name
+    if fallback is not None and _writable(fallback) is None:
+        prepare(fallback)
+        return CacheChoice(fallback, wanted, problem)
+    return CacheChoice(None, wanted, problem)
+
+
+def private_base() -> Path | None:
+    """``<tmp>/pi-backprop-<uid>/numba``, created private (0700) if missing; None unless this
+    user owns the top folder and no one else may write to it."""
+    top = Path(tempfile.gettempdir()) / f"pi-backprop-{os.getuid()}"
+    try:
+        top.mkdir(mode=0o700, exist_ok=True)
+        info = os.lstat(top)
+    except OSError:
+        return None
+    if not stat.S_ISDIR(info.st_mode) or info.st_uid != os.getuid() or info.st_mode & 0o022:
+        _log.debug("%s is not a private folder of this user: not used for kernels", top)
+        return None
+    return top / "numba"
+
+
+def _writable(directory: Path) -> str | None:
+    """None if ``directory`` (created here) can be written, else why not ("is not writable
+    (Read-only file system)")."""
+    try:
+        directory.mkdir(parents=True, exist_ok=True)
+        probe = directory / ".writable"
+        probe.touch()
+        probe.unlink()
+    except OSError as error:
+        return f"is not writable ({error.strerror or error})"
+    return None
+
+
 def prepare(directory: Path) -> bool:
     """Create ``directory``, mark it used (its time stamp), and remove older keyed folders
     beside it but the OTHERS_KEPT most recently used. False (after one warning) when it
     cannot be written: then the caller must not cache at all, for numba would fall back to
     an unkeyed folder of its own."""
-    try:
-        directory.mkdir(parents=True, exist_ok=True)
-        os.utime(directory)
-        probe = directory / ".writable"
-        probe.touch()
-        probe.unlink()
-    except OSError as error:
-        _log.warning("kernel cache %s is not writable (%s): kernels compile anew in every process",
-                     directory, error.strerror or error)
+    problem = _writable(directory)
+    if problem is not None:
+        _log.warning("kernel cache %s %s: kernels compile anew in every process", directory, problem)
         return False
+    with contextlib.suppress(OSError):
+        os.utime(directory)
     try:
         others = [p for p in directory.parent.iterdir()
                   if p != directory and _KEYED.match(p.name) and p.is_dir() and not p.is_symlink()]

@@ -1,18 +1,23 @@
 """numba's options for every kernel of the engine, in one place, and the cache they use.
 
-Importing this module imports numba and points its cache at ``cache.kernel_cache_dir``:
+Importing this module imports numba and points its cache at the folder ``cache.choose``
+picks (the keyed folder, or a private fallback, with one warning):
 every module that defines kernels imports it first (numba fixes a function's cache folder
 when the decorator runs).
 """
 
 import functools
+import logging
 
 import numba
 
-from .cache import kernel_cache_dir, numba_version, prepare
+from . import cache
 
-CACHE_DIR = kernel_cache_dir(numba_version() or numba.__version__)
-CACHING = CACHE_DIR is not None and prepare(CACHE_DIR)
+CACHE = cache.choose(cache.numba_version() or numba.__version__)
+CACHE_DIR = CACHE.directory   # None: nothing is cached
+CACHING = CACHE_DIR is not None
+if CACHE.problem is not None:
+    logging.getLogger(__name__).warning("kernel cache: %s", CACHE.text)
 if CACHING:
     numba.config.CACHE_DIR = str(CACHE_DIR)
 
