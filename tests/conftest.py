@@ -97,6 +97,12 @@ class SmallDisk:
     def free_up(self):
         self.filler.unlink(missing_ok=True)
 
+    def read_only(self):
+        """Remount it read-only (EROFS for every write, root's too)."""
+        import subprocess
+
+        subprocess.run(["mount", "-o", "remount,ro", str(self.path)], check=True, capture_output=True)
+
 
 @pytest.fixture
 def small_disk(tmp_path):

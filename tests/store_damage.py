@@ -1,6 +1,7 @@
 """A sample store damaged as a failing SD card damages one: pages overwritten with garbage.
 Shared by the store, salvage, command-line and service tests."""
 
+import contextlib
 import sqlite3
 
 import numpy as np
@@ -21,13 +22,13 @@ def damage(path, pages, page_size=PAGE, seed=7):
 
 def settle(path):
     """Move the WAL's pages into the file, so that damage to the file is damage to the store."""
-    with sqlite3.connect(path) as db:
+    with contextlib.closing(sqlite3.connect(path)) as db:
         db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
 
 
 def root_page(path, name):
     """The page (0-based, as ``damage`` counts) where table or index ``name`` starts."""
-    with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+    with contextlib.closing(sqlite3.connect(f"file:{path}?mode=ro", uri=True)) as db:
         return db.execute("SELECT rootpage FROM sqlite_master WHERE name = ?", (name,)).fetchone()[0] - 1
 
 

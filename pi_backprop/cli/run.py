@@ -46,7 +46,11 @@ def run(args) -> int:
     print(f"\nsummary: {samples} labelled samples, {summary['steps']} training steps, "
           f"validation accuracy {'-' if accuracy is None else f'{accuracy:.1%}'}, "
           f"live accuracy {'-' if live is None or math.isnan(live) else f'{live:.1%}'} (last 50 predictions)")
+    unsaved = summary.get("unsaved_steps") or 0
     if summary.get("checkpoint"):
-        print(f"checkpoint: {summary['checkpoint']}")
+        lost = f" (the last {unsaved} steps were not saved: the checkpoint write failed)" if unsaved else ""
+        print(f"checkpoint: {summary['checkpoint']}{lost}")
+    elif unsaved:
+        print(f"checkpoint: none written (the {unsaved} steps were not saved: the checkpoint write failed)")
     print(f"state: {summary['state_dir']} (run the same command again to resume)")
     return 0

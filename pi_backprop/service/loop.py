@@ -114,6 +114,7 @@ class Service:
         self._trained_yet = False
         self.rollbacks = 0
         self._checkpoint_failure = None
+        self._checkpoint_failures = 0     # writes failed in a row
         self._metrics_failing = False
         self.writer = None
         self.summary = {}
@@ -437,7 +438,11 @@ class Service:
             self._evaluate()
             path = self._checkpoint_written(self.trainer.save_checkpoint())
         except CheckpointWriteError as error:
-            _log.error("checkpoint not written: %s; the previous one is intact", error)
+            # Said once while it keeps failing (a full disk fails every attempt the same way).
+            first = self._checkpoint_failures == 0
+            self._checkpoint_failures += 1
+            _log.log(logging.ERROR if first else logging.DEBUG, "checkpoint not written: %s%s", error,
+                     "; trying again at every checkpoint, said again once one is written" if first else "")
             self._part_failed("checkpoint", f"checkpoint not written: {error}")
             path, self._checkpoint_failure = None, str(error)
         except DivergenceError as error:
@@ -447,7 +452,9 @@ class Service:
         return path
 
     def _checkpoint_written(self, path: Path) -> Path:
-        self.rollbacks = 0
+        if self._checkpoint_failures:
+            _log.info("checkpoints are written again (%d attempts failed)", self._checkpoint_failures)
+        self.rollbacks, self._checkpoint_failures = 0, 0
         self._last_checkpoint_time = time.monotonic()
         _log.info("checkpoint %s (step %d)", path.name, self.trainer.step)
         self.events.publish("checkpoint", path=str(path), step=self.trainer.step)
@@ -564,6 +571,7 @@ class Service:
                         "live_accuracy": self.reporter.recent_accuracy,
                         "checkpoint": self.trainer.last_checkpoint or (
                             self.trainer.resumed_from.path if self.trainer.resumed_from else None),
+                        "unsaved_steps": self.trainer.unsaved_steps if self.trainer.dataset is not None else 0,
                         "state_dir": self.state_dir}
 
     @contextlib.contextmanager

@@ -15,7 +15,8 @@ from pathlib import Path
 from ..exc import DataError, StoreCorruptError, StoreFullError, StoreLockedError
 
 # SQLite's primary result codes (the low byte of an extended code).
-SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_NOTADB = 5, 6, 10, 11, 13, 26
+SQLITE_BUSY, SQLITE_LOCKED, SQLITE_IOERR, SQLITE_CORRUPT, SQLITE_FULL, SQLITE_CANTOPEN, SQLITE_NOTADB = \
+    5, 6, 10, 11, 13, 14, 26
 NEARLY_FULL = 1 << 20   # bytes free below which an I/O error is taken for a full disk (SQLite's -shm)
 
 

@@ -30,7 +30,16 @@ from pathlib import Path
 import numpy as np
 
 from ..exc import DataError, StoreLockedError
-from .faults import lock_holders, lock_holders_text
+from .faults import (
+    SQLITE_CANTOPEN,
+    SQLITE_CORRUPT,
+    SQLITE_IOERR,
+    SQLITE_NOTADB,
+    lock_holders,
+    lock_holders_text,
+    primary_code,
+    store_error,
+)
 from .split import LEGACY_OFFSET, SPLIT_OFFSET
 from .store import APPLICATION_ID, SalvagedSample, SampleStore
 
@@ -59,7 +68,9 @@ def check(path: Path | str, *, quick: bool = False) -> list[str]:
             pragma = "quick_check" if quick else "integrity_check"
             rows = [row[0] for row in db.execute(f"PRAGMA {pragma}({MAX_PROBLEMS})")]
     except sqlite3.DatabaseError as error:
-        return [str(error)]
+        if primary_code(error) in (SQLITE_CORRUPT, SQLITE_NOTADB):
+            return [str(error)]
+        raise store_error(error, path, "check the sample store") from error
     return [] if rows == ["ok"] else rows
 
 
@@ -140,8 +151,18 @@ def salvage(path: Path | str, *, class_names: tuple | None = None) -> SalvageRep
 
 
 def _open_read_only(path: Path) -> sqlite3.Connection:
-    db = sqlite3.connect(path.resolve().as_uri() + "?mode=ro", uri=True, isolation_level=None)
-    db.execute("SELECT count(*) FROM sqlite_master").fetchone()   # NOTADB shows here
+    uri = path.resolve().as_uri() + "?mode=ro"
+    db = sqlite3.connect(uri, uri=True, isolation_level=None)
+    try:
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()   # NOTADB shows here
+    except sqlite3.OperationalError as error:
+        db.close()
+        if primary_code(error) not in (SQLITE_IOERR, SQLITE_CANTOPEN):
+            raise
+        # No room or no right for the -shm file (a full disk, a read-only file system): the
+        # file as it is, without the WAL's newest pages.
+        db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+        db.execute("SELECT count(*) FROM sqlite_master").fetchone()
     return db
 
 

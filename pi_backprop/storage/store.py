@@ -30,6 +30,7 @@ import dataclasses
 import functools
 import json
 import logging
+import os
 import sqlite3
 import threading
 import time as _time
@@ -43,7 +44,7 @@ import numpy as np
 from .. import paths
 from ..exc import DataError, ShapeError, StoreCorruptError, StoreFullError
 from .atomic import atomic_write
-from .faults import SQLITE_IOERR, SQLITE_NOTADB, primary_code, store_error
+from .faults import SQLITE_CANTOPEN, SQLITE_IOERR, SQLITE_NOTADB, primary_code, store_error
 from .npfiles import load_numpy
 from .split import LEGACY_OFFSET, SPLIT_OFFSET, SQL_IS_VALIDATION, VALIDATION_FRACTION, threshold
 
@@ -229,10 +230,12 @@ class SampleStore:
             try:
                 db.execute("SELECT count(*) FROM sqlite_master").fetchone()
             except sqlite3.OperationalError as error:
-                if primary_code(error) != SQLITE_IOERR:
+                if not (primary_code(error) == SQLITE_IOERR
+                        or (primary_code(error) == SQLITE_CANTOPEN and _read_only_file_system(self.path))):
                     raise
-                # No room (or no right) for the -shm file: read the file as it is, without
-                # the WAL's newest pages (a full disk must not keep predictions from starting).
+                # No room for the -shm file (a full disk), or a read-only file system (no one
+                # writes there): read the file as it is, without the WAL's newest pages (a full
+                # disk must not keep predictions from starting).
                 db.close()
                 db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None,
                                      check_same_thread=False)
@@ -289,6 +292,8 @@ class SampleStore:
 
     def _hint(self, error: sqlite3.Error) -> str:
         if self.readonly and "unable to open" in str(error):
+            if os.geteuid() == 0:   # root may open anything: not a matter of users
+                return " (SQLite cannot create or open its -shm file beside it)"
             return (" (a reader needs the store's directory or its -shm file to be accessible: "
                     "run as the service user, e.g. sudo -u pi-backprop)")
         return ""
@@ -780,6 +785,13 @@ def _end_read(db: sqlite3.Connection) -> None:
             db.execute("COMMIT")
         except sqlite3.Error:
             _roll_back(db)
+
+
+def _read_only_file_system(path: Path) -> bool:
+    try:
+        return bool(os.statvfs(path.parent).f_flag & os.ST_RDONLY)
+    except OSError:
+        return False
 
 
 def _oldest_ids(db: sqlite3.Connection, label: int | None) -> Iterator[tuple[int, int]]:

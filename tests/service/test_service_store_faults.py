@@ -198,3 +198,22 @@ def test_a_store_deleted_while_running_is_noticed_and_made_afresh(tmp_path, capl
         assert store.class_names == SENSOR_CLASSES
         assert service.result["samples"] == int(store.class_counts("all").sum())   # the summary tells the truth
     assert not any(r.exc_info for r in caplog.records)
+
+
+def test_checkpoints_failing_on_a_full_disk_are_said_once_and_the_summary_tells_what_was_not_saved(
+        tmp_path, small_disk, caplog):
+    disk = small_disk(16)      # room for the store's WAL (up to 4 MB) until it is filled on purpose
+    state = disk.path / "state"
+    config = write_config(tmp_path / "c.toml", training={"checkpoint_every_seconds": 1})
+    with caplog.at_level(logging.INFO, logger="pi_backprop"), running(config, state) as service:
+        wait_for(lambda: service.trainer.last_checkpoint is not None, what="a first checkpoint")
+        disk.fill()
+        wait_for(lambda: service._checkpoint_failures >= 2, what="two failed checkpoint writes")
+        assert service.thread.is_alive()
+    failed = [m for m in messages(caplog, logging.ERROR) if m.startswith("checkpoint not written")]
+    assert len(failed) == 1, failed
+    assert "no space left on device" in failed[0] and "is intact" in failed[0]
+    assert "the previous one is intact" not in failed[0]
+    assert service.result["unsaved_steps"] > 0
+    assert service.result["checkpoint"] == service.trainer.last_checkpoint
+    assert not any(r.exc_info for r in caplog.records)

@@ -207,3 +207,16 @@ def test_a_store_reopened_on_a_full_disk_is_full_and_reads_read_only(small_disk)
         SampleStore(disk.path / "samples.db")
     with SampleStore(disk.path / "samples.db", readonly=True) as store:
         assert len(store) == 1 and store.immutable
+
+
+def test_a_store_on_a_read_only_file_system_reads_and_checks(small_disk):
+    """No -shm file can be made there and no one can write: the file is read as it is."""
+    from pi_backprop.storage import salvage
+    disk = small_disk(1)
+    path = disk.path / "samples.db"
+    filled_store(path, NAMES, samples=30, metrics=False)
+    disk.read_only()
+    with SampleStore(path, readonly=True) as store:
+        assert len(store) == 30 and store.immutable
+        assert store.load_arrays("all")[0].shape == (30, 1000)
+    assert salvage.check(path) == []
