@@ -55,8 +55,10 @@ def resume_command(args) -> str:
 
 
 class StopOnSignal:
-    """SIGINT/SIGTERM set ``event`` (the run then ends after the current step with a
-    checkpoint); a second Ctrl-C raises KeyboardInterrupt. Restores the old handlers on exit."""
+    """SIGINT, SIGTERM and SIGHUP (a lost SSH session) set ``event``: the run then ends after
+    the current step with a checkpoint, and the same command resumes it. A second Ctrl-C
+    raises KeyboardInterrupt. A SIGHUP that was ignored (``nohup``) stays ignored. Restores
+    the old handlers on exit."""
 
     def __init__(self, event: threading.Event):
         self.event = event
@@ -70,7 +72,9 @@ class StopOnSignal:
         self.event.set()
 
     def __enter__(self):
-        for number in (signal.SIGINT, signal.SIGTERM):
+        for number in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            if number == signal.SIGHUP and signal.getsignal(number) == signal.SIG_IGN:
+                continue
             self._previous[number] = signal.signal(number, self._handle)
         return self
 
@@ -94,9 +98,14 @@ def _percent(value) -> str:
 
 
 class Progress:
-    """A hook that shows progress: a redrawn bar on a terminal, else one line per evaluation."""
+    """A hook that shows progress: a redrawn bar on a terminal, else one line per evaluation.
 
-    def __init__(self, total_steps, first_step, stream=None, is_tty=None, out=None):
+    If the reader goes away (``train ... | head -1``: a broken pipe), it sets ``stop_event``:
+    the run ends after the current step with a checkpoint, as for a signal."""
+
+    def __init__(self, total_steps, first_step, stream=None, is_tty=None, out=None, stop_event=None):
+        self.stop_event = stop_event
+        self.reader_gone = False
         self.stream = stream or sys.stderr
         self.out = out or sys.stdout
         self.is_tty = self.stream.isatty() if is_tty is None else is_tty
@@ -116,6 +125,16 @@ class Progress:
         return "-" if not self.rate else _duration((self.total - step) / self.rate)
 
     def __call__(self, report):
+        if self.reader_gone:
+            return
+        try:
+            self._show(report)
+        except BrokenPipeError:
+            self.reader_gone = True
+            if self.stop_event is not None:
+                self.stop_event.set()
+
+    def _show(self, report):
         now = time.monotonic()
         if report.metrics is not None:
             self.accuracy = report.metrics.get("eval_accuracy")
@@ -141,7 +160,7 @@ class Progress:
             self.out.flush()
 
     def finish(self):
-        if self.drawn:
+        if self.drawn and not self.reader_gone:
             self.stream.write("\n")
             self.stream.flush()
             self.drawn = False
@@ -174,7 +193,7 @@ def _train(trainer, args, signals) -> int:
           f"({len(data.train_index)} samples, {len(data.eval_index)} held out): {s['optimizer']} "
           f"lr {trainer.optimizer.lr:g}, batch {s['batch_size']}, seed {s['seed']}; steps {trainer.step} -> "
           f"{args.steps}, checkpoint every {trainer.checkpoint_every}", file=out, flush=True)
-    progress = Progress(args.steps, trainer.step, out=out)
+    progress = Progress(args.steps, trainer.step, out=out, stop_event=trainer.stop_event)
     trainer.hooks.append(progress)
     try:
         result = trainer.run(args.steps)
@@ -182,7 +201,8 @@ def _train(trainer, args, signals) -> int:
         progress.finish()
     where = f"checkpoint {result.checkpoint}" if result.checkpoint else "no new checkpoint (nothing to save)"
     if result.stopped:
-        cause = signals.signal_name or "stop requested"
+        cause = signals.signal_name or ("the reader of the output leaving" if progress.reader_gone
+                                        else "stop requested")
         print(f"stopped by {cause} at step {result.step} of {result.total_steps}; {where}", file=out)
         print(f"to resume: {resume_command(args)}", file=out, flush=True)
         return 0

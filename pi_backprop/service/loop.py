@@ -58,6 +58,11 @@ ERROR_SECONDS = 10.0         # the error pattern stays this long after a part fa
 LIGHTS_FOR_STATE = {"paused": "idle", "stopping": "idle"}   # else the status LEDs show the state's name
 
 
+class _StopWhileCompiling(BaseException):
+    """Raised by the stop signal's handler into the kernels' warm-up (a BaseException, so
+    that no ``except Exception`` in the compiler swallows it)."""
+
+
 def balanced_index(train_index: np.ndarray, labels: np.ndarray) -> np.ndarray:
     """Training indices with every present class repeated up to the largest class's count,
     so that an epoch shows the classes equally often (class-balanced batches)."""
@@ -115,6 +120,7 @@ class Service:
         self.rollbacks = 0
         self._checkpoint_failure = None
         self._checkpoint_failures = 0     # writes failed in a row
+        self._compiling = False           # in the warm-up: a stop signal cuts it short
         self._metrics_failing = False
         self.writer = None
         self.summary = {}
@@ -185,7 +191,7 @@ class Service:
                                            log_all=config.predict.log_all)
         self.events.subscribe(self.reporter.on_event, "prediction")
         self.events.subscribe(lambda event: self.lights.show_prediction(event.data["index"]), "prediction")
-        self._warm_up()
+        self._warm_up_or_stop()
         self.capture = Capture(read, self.labelling.take, interval=config.source.interval,
                                stop_event=self.stop_event,
                                before=self.operator.before_capture if self.operator else None,
@@ -263,6 +269,18 @@ class Service:
             _log.info("no checkpoint in %s: starting %s from fresh weights", self.checkpoint_dir, self.definition.name)
         return trainer
 
+    def _warm_up_or_stop(self):
+        """The warm-up, which a stop signal cuts short: the first compile takes minutes on a
+        Zero 2 W, longer than systemd waits, and there is nothing to save yet."""
+        _log.info("loading the kernels (the first start after an install or upgrade compiles them)")
+        self._compiling = True
+        try:
+            self._warm_up()
+        except _StopWhileCompiling:
+            _log.info("stopped while the kernels compiled: nothing to save yet")
+        finally:
+            self._compiling = False
+
     def _warm_up(self):
         """Compile (or load from the cache) the kernels before READY, on a throwaway model."""
         started = time.monotonic()
@@ -277,11 +295,14 @@ class Service:
 
     def run(self) -> dict:
         """Run until stopped; return a summary (samples, steps, accuracy, checkpoint path)."""
-        self.capture.start()
-        self._update_lights()    # "collecting" from READY on, not only after the first pass
         self.started = time.monotonic()
         self._last_checkpoint_time = self._last_eval = self._last_status = self.started
         self._dataset_version, self._next_refresh, self._burst_losses = None, 0.0, []
+        if self.stop_event.is_set():   # stopped while starting: never READY
+            self._stop()
+            return self.summary
+        self.capture.start()
+        self._update_lights()    # "collecting" from READY on, not only after the first pass
         self.notifier.ready(self._status_text())
         _log.info("ready: %s on %s, state in %s", self.definition.name,
                   "simulated hardware" if self.simulate else self.config.source.kind, self.state_dir)
@@ -557,9 +578,11 @@ class Service:
     def _stop(self):
         self.stop_event.set()
         self.commands.close()
-        self.notifier.stopping("stopping: writing a checkpoint")
         if self.trainer.dataset is not None and self.trainer.unsaved_steps:
+            self.notifier.stopping("stopping: writing a checkpoint")
             self._save_checkpoint()
+        else:
+            self.notifier.stopping("stopping: nothing new to save")
         self._publish_state("stopping")
         self.writer.retry(now=True)
         if self.writer.waiting:
@@ -581,8 +604,14 @@ class Service:
             return
 
         def stop(signum: int, frame: FrameType | None) -> None:
-            _log.info("%s: finishing the current step, then stopping", signal.Signals(signum).name)
+            name = signal.Signals(signum).name
+            if self.stop_event.is_set() and signum == signal.SIGINT:
+                raise KeyboardInterrupt   # a second Ctrl-C: out now, without the final checkpoint
             self.stop_event.set()
+            if self._compiling:
+                self.notifier.stopping(f"stopping ({name}): nothing to save yet")
+                raise _StopWhileCompiling
+            _log.info("%s: finishing the current step, then stopping (Ctrl-C again to quit at once)", name)
 
         previous = {sig: signal.signal(sig, handler) for sig, handler in
                     ((signal.SIGTERM, stop), (signal.SIGINT, stop), (signal.SIGHUP, self._on_sighup))}

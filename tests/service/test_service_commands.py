@@ -216,3 +216,18 @@ def test_commands_after_stop_are_refused_with_one_line(tmp_path):
         with pytest.raises(CommandError, match="^pause: the service has stopped$"):
             service.commands.submit("pause", source="web")
     assert service.result["steps"] > 0
+
+
+def test_a_second_ctrl_c_forces_the_service_out(tmp_path):
+    """The first SIGINT asks for a clean stop (the final checkpoint); a second one, while that
+    goes on, raises KeyboardInterrupt at once, as ``train`` does. The handlers are the ones the
+    service installed in this (the main) thread."""
+    with running(write_config(tmp_path / "c.toml"), tmp_path / "state") as service:
+        handler = signal.getsignal(signal.SIGINT)
+        service.commands.submit("pause", source="test").result(DEADLINE)   # nothing runs on meanwhile
+        handler(signal.SIGINT, None)
+        assert service.stop_event.is_set()
+        with pytest.raises(KeyboardInterrupt):
+            handler(signal.SIGINT, None)
+        signal.getsignal(signal.SIGTERM)(signal.SIGTERM, None)   # a SIGTERM after it is no force
+    assert signal.getsignal(signal.SIGINT) is not handler        # restored once the service closed

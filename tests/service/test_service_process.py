@@ -65,7 +65,7 @@ def start(tmp_path, *extra, notify=None, env=None):
         config.write_text(CONFIG)
     environ = {k: v for k, v in os.environ.items() if k not in ("NOTIFY_SOCKET", "WATCHDOG_USEC", "WATCHDOG_PID")}
     # numpy kernels: no JIT start-up in each child (the in-process tests cover numba)
-    environ.update(PI_BACKPROP_BACKEND="numpy", PYTHONUNBUFFERED="1", **(env or {}))
+    environ.update({"PI_BACKPROP_BACKEND": "numpy", "PYTHONUNBUFFERED": "1", **(env or {})})
     if notify is not None:
         environ.update(NOTIFY_SOCKET=notify, WATCHDOG_USEC=str(WATCHDOG_USEC))
     out = (tmp_path / "out.txt").open("ab")
@@ -206,3 +206,57 @@ def test_a_config_mistake_is_one_line_and_exit_2_in_a_real_process(tmp_path, con
     assert process.wait(timeout=DEADLINE) == 2
     lines = output(tmp_path).strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("pi-backprop run: error: ") and fragment in lines[0], lines
+
+
+def test_sigterm_while_the_kernels_compile_stops_at_once_and_never_says_ready(tmp_path, notify_socket):
+    """The first compile takes minutes on a Zero 2 W, past systemd's TimeoutStopSec; nothing is
+    there to save yet, so SIGTERM cuts it short: STOPPING=1 at once, exit 0, never READY=1."""
+    pytest.importorskip("numba")
+    sock, path = notify_socket
+    process = start(tmp_path, notify=path, env={"PI_BACKPROP_BACKEND": "numba",
+                                                "NUMBA_CACHE_DIR": str(tmp_path / "empty-cache")})
+    messages = []
+    try:
+        deadline = time.monotonic() + DEADLINE
+        while "loading the kernels" not in output(tmp_path):
+            assert process.poll() is None and time.monotonic() < deadline, output(tmp_path)
+            time.sleep(0.05)
+        time.sleep(0.5)                                   # inside the compile now
+        process.send_signal(signal.SIGTERM)
+        receive(sock, messages, lambda m: any(f.get("STOPPING") == "1" for _, f in m), "STOPPING=1", process)
+        status = process.wait(timeout=DEADLINE)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    drain(sock, messages)
+    text = output(tmp_path)
+    assert status == 0, text
+    assert "Traceback" not in text
+    assert "stopped while the kernels compiled: nothing to save yet" in text
+    assert "kernels ready" not in text, "the compile ran to its end"
+    fields = [f for _, f in messages]
+    assert not any(f.get("READY") == "1" for f in fields)
+    assert "nothing to save yet" in next(f for f in fields if f.get("STOPPING") == "1")["STATUS"]
+    assert not checkpoints(tmp_path)
+
+
+@pytest.mark.slow
+def test_after_a_compile_cut_short_the_next_start_compiles_and_runs(tmp_path):
+    """What the cut-short compile left in the kernel cache must not break the next start."""
+    pytest.importorskip("numba")
+    env = {"PI_BACKPROP_BACKEND": "numba", "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
+    for delay in (0.5, 3.0):          # twice, at different points of the compile
+        process = start(tmp_path, env=env)
+        deadline = time.monotonic() + DEADLINE
+        while "loading the kernels" not in output(tmp_path):
+            assert process.poll() is None and time.monotonic() < deadline, output(tmp_path)
+            time.sleep(0.05)
+        time.sleep(delay)
+        process.send_signal(signal.SIGTERM)
+        assert process.wait(timeout=DEADLINE) == 0, output(tmp_path)
+    (tmp_path / "out.txt").write_text("")
+    again = start(tmp_path, "--max-seconds", "2", env=env)
+    assert again.wait(timeout=600) == 0, output(tmp_path)
+    text = output(tmp_path)
+    assert "kernels ready" in text and "Traceback" not in text and "training steps" in text

@@ -57,8 +57,9 @@ def wait_for_progress(process):
     raise AssertionError(f"no progress line; got {lines!r} and {process.stderr.read()!r}")
 
 
-@pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGINT], ids=["SIGTERM", "SIGINT"])
+@pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGINT, signal.SIGHUP], ids=["SIGTERM", "SIGINT", "SIGHUP"])
 def test_signal_stops_after_a_step_with_a_checkpoint(tmp_path, sent):
+    """SIGHUP is a lost SSH session: the same command resumes, so it stops as for Ctrl-C."""
     command = train_command("sensor_mlp", tmp_path, 10_000_000, "--checkpoint-every", "100000", "--eval-every", "20")
     process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
     try:
@@ -196,3 +197,21 @@ def test_kill_inside_a_checkpoint_write(tmp_path, sensor_reference, kill_at, tem
     ckpt.load_into(info, model, optimizer)
     assert info.step == 30 and model.parameter_vector.tobytes() == parameters.tobytes()
     assert all(optimizer.buffers[k].tobytes() == v.tobytes() for k, v in buffers.items())
+
+
+def test_a_reader_that_leaves_stops_the_run_with_a_final_checkpoint(tmp_path):
+    """``pi-backprop train ... | head -1``: the pipe breaks at the next progress line."""
+    command = train_command("sensor_mlp", tmp_path, 10_000_000, "--checkpoint-every", "100000", "--eval-every", "20")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    try:
+        wait_for_progress(process)
+        process.stdout.close()                 # as head does once it has its line
+        _, err = process.communicate(timeout=30)
+    finally:
+        process.kill()
+    assert process.returncode == 128 + signal.SIGPIPE, err
+    assert "Traceback" not in err and "Exception ignored" not in err, err
+    files = ckpt.checkpoint_files(tmp_path)
+    assert files, "no final checkpoint"
+    info = ckpt.verify_checkpoint(files[-1])
+    assert 20 <= info.step < 100_000                 # the stop's checkpoint, not a scheduled one
