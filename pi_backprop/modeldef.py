@@ -23,8 +23,10 @@ Named models are looked up in ``$PI_BACKPROP_MODELS``, the source tree's ``model
 and ``<prefix>/share/pi-backprop/models`` (where ``pip install`` puts them).
 """
 
+import contextlib
 import dataclasses
 import json
+import math
 import os
 import sys
 import tomllib
@@ -33,6 +35,7 @@ from typing import TYPE_CHECKING, NoReturn
 
 import numpy as np
 
+from . import budget
 from .exc import ModelDefinitionError
 from .nn import layers as L
 from .nn.losses import MSELoss, SoftmaxCrossEntropy
@@ -47,6 +50,8 @@ TRAINING_KEYS = {"optimizer": str, "lr": float, "batch_size": int, "momentum": f
 
 # type -> (class, required keys, optional keys), from the layer classes (``layers.Layer``);
 # the keys the class takes ``from_below`` are filled from the layer below when left out.
+DEFAULT_BATCH = 32     # the batch size a definition without one trains with (memory_needed)
+FLOAT_BYTES = 4
 LAYER_TYPES = {cls.toml_type: (cls, cls.toml_required, cls.toml_optional) for cls in L.LAYER_CLASSES}
 TOP_KEYS = {"name", "description", "input_shape", "classes", "loss", "layers", "training"}
 
@@ -125,27 +130,56 @@ class ModelDefinition:
         definition = cls(name=str(data["name"]), input_shape=tuple(shape), classes=tuple(classes),
                          loss=loss, layers=tuple(layers), training=dict(training),
                          description=str(data.get("description", "")))
-        model = definition.build()  # proves the layers fit together
-        outputs = model.output_shapes[-1]
+        # The layers' shapes first, without their arrays: a definition (or a checkpoint
+        # header) that asks for more memory than there is must not allocate it.
+        layers, outputs = definition._make_layers(allocate=False)
+        budget.refuse_over(definition.memory_needed(layers), f"{source}: model {definition.name!r}",
+                           ModelDefinitionError)
+        outputs = definition.build().output_shapes[-1]  # proves the layers fit together
         if outputs != (len(classes),):
             fail(f"the last layer gives outputs of shape {outputs}, but there are {len(classes)} classes")
         return definition
 
     def build(self, seed: int | None = None, dtype: "DTypeLike" = np.float32) -> Sequential:
         """A freshly initialised ``Sequential`` for this definition (``model.definition`` is set)."""
-        layers, shape = [], self.input_shape
-        for index, spec in enumerate(self.layers):
-            cls, _, _ = LAYER_TYPES[spec["type"]]
-            kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.items() if k != "type"}
-            try:
-                layer = cls(**{**cls.from_below(shape), **kwargs})
-                shape = layer.output_shape(shape)
-            except ModelDefinitionError as error:
-                raise ModelDefinitionError(f"{self.name}: layer {index} ({spec['type']}): {error}") from None
-            layers.append(layer)
+        layers, _ = self._make_layers()
         model = Sequential(layers, seed=seed, dtype=dtype, input_shape=self.input_shape)
         model.definition = self
         return model
+
+    def _make_layers(self, *, allocate: bool = True) -> tuple[list, list]:
+        """The layers and their per-sample output shapes; without parameter arrays unless
+        ``allocate``."""
+        layers, shapes, shape = [], [], self.input_shape
+        with contextlib.nullcontext() if allocate else L.shapes_only():
+            for index, spec in enumerate(self.layers):
+                cls, _, _ = LAYER_TYPES[spec["type"]]
+                kwargs = {k: (list(v) if isinstance(v, tuple) else v) for k, v in spec.items() if k != "type"}
+                try:
+                    layer = cls(**{**cls.from_below(shape), **kwargs})
+                    shape = layer.output_shape(shape)
+                except ModelDefinitionError as error:
+                    raise ModelDefinitionError(f"{self.name}: layer {index} ({spec['type']}): {error}") from None
+                layers.append(layer)
+                shapes.append(shape)
+        return layers, shapes
+
+    def memory_needed(self, layers: list | None = None, batch_size: int | None = None) -> int:
+        """Bytes that training this model in float32 needs at least (``batch_size`` default:
+        its [training] one, else 32): parameters, gradients and two optimizer buffers, each
+        layer's output and its gradient for the batch, and a convolution's unfolded input."""
+        if layers is None:
+            layers, _ = self._make_layers(allocate=False)
+        batch = batch_size or int(self.training.get("batch_size", DEFAULT_BATCH))
+        parameters = sum(math.prod(shape) for layer in layers for shape in layer.param_shapes().values())
+        values, workspace, shape = math.prod(self.input_shape), 0, self.input_shape
+        for layer in layers:
+            out = layer.output_shape(shape)
+            values += math.prod(out)
+            if isinstance(layer, L.Conv2D):
+                workspace = max(workspace, math.prod(out[1:]) * layer.in_channels * math.prod(layer.kernel_size))
+            shape = out
+        return FLOAT_BYTES * (4 * parameters + batch * (2 * values + workspace))
 
     def make_loss(self) -> SoftmaxCrossEntropy | MSELoss:
         return LOSSES[self.loss]()

@@ -12,11 +12,11 @@ from pathlib import Path
 import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pi_backprop"
-BASE = {"exc", "paths", "logs"}
+BASE = {"exc", "paths", "logs", "budget"}
 RANK = {"base": 0, "nn": 1, "modeldef": 2, "hardware": 2, "storage": 3, "training": 4, "service": 5,
         "cli": 6,
         "top": 2.5, "main": 7}  # top: the package itself (pb); main: python -m pi_backprop
-TOP_LEVEL_MODULES = {"__init__", "__main__", "exc", "paths", "logs", "modeldef"}
+TOP_LEVEL_MODULES = {"__init__", "__main__", "exc", "paths", "logs", "budget", "modeldef"}
 
 
 def _layer(module):

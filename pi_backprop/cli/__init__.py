@@ -45,6 +45,9 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
     parser.add_argument("--backend", choices=("numba", "numpy"),
                         help="kernel backend (default: $PI_BACKPROP_BACKEND, else numba if installed)")
+    parser.add_argument("--memory-budget", type=int, metavar="MB",
+                        help="refuse a model, data file or image that would need more memory than this "
+                             "(default: service.memory_budget_mb for run, else $PI_BACKPROP_MEMORY_MB, else 256)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
     for name, module_name, help_text in COMMANDS:
         try:
@@ -73,6 +76,9 @@ def main(argv=None) -> int:
         if args.backend:
             from ..nn import set_backend
             set_backend(args.backend)
+        if args.memory_budget is not None:
+            from .. import budget
+            budget.set_limit(args.memory_budget, from_command_line=True)
         status = int(args.handler(args) or 0)
         # Output into a pipe is block-buffered: flushed here, a closed pipe lands in the
         # BrokenPipeError branch below, not in an "Exception ignored" at interpreter exit.

@@ -13,11 +13,14 @@ from pathlib import Path
 
 import numpy as np
 
+from .. import budget
 from ..exc import ConfigError, DataError
 
 PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 JPEG_START = b"\xff\xd8\xff"
-MAX_PIXELS = 50_000_000   # refuse larger images: a decompression bomb would exhaust a Pi's RAM
+# Bytes a pixel costs while it is read and made a model input (decoded samples, an RGB copy,
+# float32 copies in preprocessing): the memory budget over this is the largest image read.
+BYTES_PER_PIXEL = 20
 PILLOW_HINT = "pip install pillow (on Raspberry Pi OS: sudo apt install python3-pil)"
 
 # PNG colour type -> (name, samples per pixel, allowed bit depths)
@@ -51,9 +54,23 @@ def read_image(path) -> np.ndarray:
                     f"installed: {PILLOW_HINT})")
 
 
+def max_pixels() -> int:
+    """The largest image read (width × height), from the memory budget: a decompression bomb
+    (a small file of a huge image) is refused before it is decoded, whichever decoder runs."""
+    return budget.limit_bytes() // BYTES_PER_PIXEL
+
+
+def _check_size(width: int, height: int, name: str) -> None:
+    if not 0 < width * height <= max_pixels():
+        raise DataError(f"{name}: a {width}x{height} image is too large to read within the memory budget of "
+                        f"{budget.size_text(budget.limit_bytes())} (at most {max_pixels():,} pixels); make it "
+                        "smaller, or raise the budget (--memory-budget MB)")
+
+
 def _read_with_pillow(path, PIL):
     try:
         with PIL.Image.open(path) as image:
+            _check_size(*image.size, str(path))   # read from the header: nothing decoded yet
             image.load()
             grey = image.mode in ("1", "L", "LA", "I", "I;16", "I;16B", "F")
             if image.mode in ("I", "I;16", "I;16B", "F"):
@@ -76,8 +93,7 @@ def decode_png(data: bytes, name: str = "PNG") -> np.ndarray:
     if interlace:
         raise DataError(f"{name} is an interlaced PNG, which pi-backprop reads only with Pillow: "
                         f"save it without interlacing, or {PILLOW_HINT}")
-    if not 0 < width * height <= MAX_PIXELS:
-        raise DataError(f"{name}: a {width}x{height} image is too large (at most {MAX_PIXELS} pixels)")
+    _check_size(width, height, name)
     samples = _COLOUR_TYPES[colour][1]
     stride = (width * samples * depth + 7) // 8
     raw = _inflate(compressed, height * (stride + 1), name)

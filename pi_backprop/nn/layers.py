@@ -11,7 +11,10 @@ arguments) and ``from_below`` (arguments taken from the shape below it). ``LAYER
 lists the kinds ``modeldef`` knows.
 """
 
+import contextlib
+import contextvars
 import math
+from collections.abc import Iterator
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -21,6 +24,20 @@ from .backend import kernels
 
 if TYPE_CHECKING:
     from numpy.typing import DTypeLike
+
+
+_SHAPES_ONLY = contextvars.ContextVar("shapes_only", default=False)
+
+
+@contextlib.contextmanager
+def shapes_only() -> Iterator[None]:
+    """Within the block, layers are made without their parameter arrays: ``param_shapes`` and
+    ``output_shape`` work, nothing else does. For sizing a model before allocating it."""
+    token = _SHAPES_ONLY.set(True)
+    try:
+        yield
+    finally:
+        _SHAPES_ONLY.reset(token)
 
 
 def _is_int(value: object) -> bool:
@@ -83,6 +100,8 @@ class Layer:
 
     def _allocate(self, dtype: "DTypeLike" = np.float32, rng: np.random.Generator | None = None) -> None:
         """Own parameter arrays, for a layer used on its own (``Sequential`` rebinds them)."""
+        if _SHAPES_ONLY.get():
+            return
         self.params = {k: np.zeros(s, dtype) for k, s in self.param_shapes().items()}
         self.grads = {k: np.zeros(s, dtype) for k, s in self.param_shapes().items()}
         self.init_params(rng if rng is not None else np.random.default_rng())

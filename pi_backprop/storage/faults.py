@@ -12,6 +12,7 @@ import shutil
 import sqlite3
 from pathlib import Path
 
+from ..budget import size_text
 from ..exc import DataError, StoreCorruptError, StoreFullError, StoreLockedError
 
 # SQLite's primary result codes (the low byte of an extended code).
@@ -62,17 +63,6 @@ def free_bytes(path: Path) -> int | None:
 def free_text(path: Path) -> str:
     free = free_bytes(path)
     return "free space unknown" if free is None else f"{size_text(free)} free"
-
-
-def size_text(count: float) -> str:
-    """``count`` bytes as people read them: 950 B, 12.3 kB, 4.0 MB, 1.2 GB (powers of 1000)."""
-    if count < 1000:
-        return f"{count:.0f} B"
-    for unit in ("kB", "MB"):
-        count /= 1000
-        if count < 1000:
-            return f"{count:.1f} {unit}"
-    return f"{count / 1000:.1f} GB"
 
 
 def lock_holders(path: Path) -> list[tuple[int, str]]:
