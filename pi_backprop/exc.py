@@ -98,3 +98,9 @@ class DeviceClosed(HardwareError):
 
 class CommandError(PiBackpropError, ValueError):
     """A command sent to the service is unknown, has bad arguments, or cannot be carried out now."""
+
+
+class StopWhileCompiling(BaseException):
+    """The service's stop signal, raised into the kernels' first compile (nothing is there to
+    save yet). Not a ``PiBackpropError``, and a ``BaseException`` so that no ``except
+    Exception`` in the compiler swallows it."""

@@ -11,6 +11,9 @@ def add_arguments(parser):
                         help="seconds of steps per timed block (default 0.1)")
     parser.add_argument("--single-thread-only", action="store_true", help="skip the default-threads run")
     parser.add_argument("--quick", action="store_true", help="3 short repeats: a smoke test, not a measurement")
+    parser.add_argument("--wear-seconds", type=float, default=120.0,
+                        help="seconds the service runs for each SD-card wear case (default 120; 0: skip)")
+    parser.add_argument("--wear-only", action="store_true", help="only the SD-card wear figures")
 
 
 def run(args) -> int:
@@ -18,7 +21,10 @@ def run(args) -> int:
         raise ConfigError(f"--repeats must be >= 1 and --block-seconds > 0, got {args.repeats}, {args.block_seconds}")
     from . import benchmark as bench
 
+    if args.wear_seconds < 0 or (args.wear_only and not args.wear_seconds):
+        raise ConfigError(f"--wear-seconds must be > 0 (>= 0 without --wear-only), got {args.wear_seconds}")
     _, text = bench.main(args.output_dir, args.repeats, args.block_seconds,
-                         default_threads=not args.single_thread_only, quick=args.quick)
+                         default_threads=not args.single_thread_only, quick=args.quick,
+                         wear_seconds=args.wear_seconds, wear_only=args.wear_only)
     print(text)
     return 0

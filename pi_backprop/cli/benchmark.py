@@ -27,6 +27,8 @@ from pathlib import Path
 
 import numpy as np
 
+from . import wear
+
 # (workload, model, batches); SGD lr 0.01, float32, the model's own loss.
 WORKLOADS = [("W1", "sensor_mlp", (1, 16, 128)), ("W2", "camera_cnn", (1, 16, 64)), ("W3", "seed_mlp", (1, 32))]
 PREDICT_WORKLOADS = [("W1", "sensor_mlp"), ("W2", "camera_cnn")]
@@ -385,6 +387,9 @@ def markdown(results) -> str:
         lines += ["### Peak RSS, W2 batch 64, 50 steps (fresh process)", "", "| candidate | MiB |", "|---|---:|"]
         lines += [f"| {name} | {value / 2 ** 20:.0f} |" for name, value in results["rss"].items()]
         lines.append("")
+    if "wear" in results:
+        lines += ["### SD-card wear: bytes written by `run --simulate` from READY on", "",
+                  wear.markdown(results["wear"]), ""]
     m = results["machine"]
     lines.append(f"Machine: {m['cpu']}, {m['cores']} cores ({m['machine']}); Python {m['python']}, "
                  f"numpy {m['numpy']}, numba {m['numba']}" + (f", torch {m['torch']}" if "torch" in m else "")
@@ -405,13 +410,19 @@ def _steps_in_child(env, repeats, block_seconds, threads):
     return json.loads(out.stdout)
 
 
-def main(output_dir=".", repeats=7, block_seconds=0.1, default_threads=True, quick=False) -> dict:
+def main(output_dir=".", repeats=7, block_seconds=0.1, default_threads=True, quick=False,
+         wear_seconds=120.0, wear_only=False) -> dict:
     """Run everything; write bench.json and bench.md into ``output_dir``; return the results."""
     if quick:
-        repeats, block_seconds = 3, 0.03
+        repeats, block_seconds, wear_seconds = 3, 0.03, min(wear_seconds, 10.0)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     results = {"date": time.strftime("%Y-%m-%d"), "repeats": repeats, "machine": machine()}
+    if wear_seconds > 0:
+        print(f"SD-card wear ({wear_seconds:g} s per case) ...", file=sys.stderr, flush=True)
+        results["wear"] = wear.run_all(wear_seconds, output_dir)
+    if wear_only:
+        return _written(output_dir, results)
     env = _single_thread_env()
     print("single thread ...", file=sys.stderr, flush=True)
     results["single_thread"] = _steps_in_child(env, repeats, block_seconds, 1)
@@ -422,6 +433,10 @@ def main(output_dir=".", repeats=7, block_seconds=0.1, default_threads=True, qui
     print("start-up and memory ...", file=sys.stderr, flush=True)
     results["startup"] = run_startup(env, candidates)
     results["rss"] = run_rss(env, candidates)
+    return _written(output_dir, results)
+
+
+def _written(output_dir, results):
     (output_dir / "bench.json").write_text(json.dumps(results, indent=1) + "\n")
     text = markdown(results)
     (output_dir / "bench.md").write_text(text)

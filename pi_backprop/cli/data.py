@@ -11,9 +11,9 @@ import datetime
 from pathlib import Path
 
 from .. import paths
+from ..budget import size_text
 from ..exc import DataError
 from ..storage import salvage
-from ..storage.faults import size_text
 from ..storage.store import DEFAULT_FILENAME, SampleStore, read_npz
 
 EXAMPLES = """\
@@ -77,6 +77,10 @@ def add_arguments(parser):
             action.add_argument("--repair", action="store_true",
                                 help="if damaged: move the file aside as samples.db.corrupt-<UTC time> and save "
                                      "what can be read into a fresh store")
+            action.add_argument("--model", metavar="MODEL",
+                                help="the model whose class names to use if the store's own are unreadable")
+            action.add_argument("--force", action="store_true",
+                                help="repair also a file whose first page is garbage (it may be no store at all)")
 
 
 def store_path(args) -> Path:
@@ -98,7 +102,7 @@ def run(args) -> int:
                                   if problems else "ok (quick check)"))
         return DAMAGED if problems else 0
     elif args.action == "check":
-        return check(path, repair=args.repair)
+        return check(path, repair=args.repair, model=args.model, force=args.force)
     elif args.action == "export":
         with SampleStore(path, readonly=True) as store:
             count = store.export_npz(args.file, split=args.split, unlabelled=args.unlabelled)
@@ -127,8 +131,12 @@ def run(args) -> int:
     return 0
 
 
-def check(path: Path, *, repair: bool) -> int:
+def check(path: Path, *, repair: bool, model: str | None = None, force: bool = False) -> int:
     """``data check [--repair]``: 0 if intact (or repaired), ``DAMAGED`` if damaged."""
+    names = None
+    if model is not None:
+        from ..modeldef import load_definition
+        names = tuple(load_definition(model).classes)
     problems = salvage.check(path)
     if not problems:
         print(f"sample store {path} is intact (SQLite's integrity check passed)")
@@ -138,7 +146,7 @@ def check(path: Path, *, repair: bool) -> int:
         print(f"sample store {path} is damaged: {problems[0]}{more}; pi-backprop data check --repair --db {path} "
               "moves it aside and saves every readable sample into a fresh store")
         return DAMAGED
-    print(salvage.salvage(path).text())
+    print(salvage.salvage(path, class_names=names, force=force).text())
     return 0
 
 

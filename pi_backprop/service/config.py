@@ -123,12 +123,15 @@ SCHEMA = {
                                      "before training starts", live=True, minimum=1),
         "burst_steps": Key("int", 20, "training steps between two looks at the sources",
                            live=True, minimum=1, maximum=100000),
-        "checkpoint_every_steps": Key("int", 200, "write a checkpoint after this many steps",
+        "checkpoint_every_steps": Key("int", 200, "write a checkpoint after this many steps while new "
+                                      "samples come (with none, only every checkpoint_every_seconds)",
                                       live=True, minimum=1),
         "checkpoint_every_seconds": Key("float", 300.0, "... or after this many seconds, "
                                         "whichever comes first", live=True, minimum=1),
-        "min_checkpoint_seconds": Key("float", 10.0, "but never more often than this: a fast model "
+        "min_checkpoint_seconds": Key("float", 60.0, "but never more often than this: a fast model "
                                       "would otherwise wear the SD card", live=True, minimum=0),
+        "rest_after_epochs": Key("int", 100, "epochs over the same samples after which training rests until "
+                                 "new ones come (the SD card is spared); 0 = never rest", live=True, minimum=0),
         "keep": Key("int", 3, "checkpoints kept on disk (older ones are deleted)", live=True,
                     minimum=1, maximum=1000),
         "validation_fraction": Key("float", VALIDATION_FRACTION, "share of samples held out for validation",
@@ -164,6 +167,8 @@ SCHEMA = {
         "watchdog": Key("bool", True, "ping systemd's watchdog when the unit sets WatchdogSec="),
         "status_interval": Key("float", 5.0, "seconds between STATUS= updates to systemd",
                                live=True, minimum=0.1, maximum=3600),
+        "memory_budget_mb": Key("int", 256, "MB a model, data file or image may need before it is refused "
+                                "(sized for a 512 MB Pi)", minimum=16, maximum=1_000_000),
     },
 }
 

@@ -13,7 +13,8 @@ so it must be thread-safe, and events of different threads may reach it out of n
 
 Event kinds and their data (every value JSON-serialisable: numbers, strings, lists, None):
 
-state       state ("starting", "collecting", "training", "paused", "idle", "error",
+state       state ("starting", "collecting", "training", "paused", "resting" (trained
+            enough on the samples there are, until new ones come), "idle", "error",
             "stopping"), previous (the state before, or None)
 lights      state (the status-LED pattern's name), text (what the LEDs show, in words)
 sample      id (the store's sample id), label (class index or None), class (name or None),

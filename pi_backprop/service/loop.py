@@ -29,8 +29,8 @@ from typing import Self
 
 import numpy as np
 
-from .. import paths
-from ..exc import CheckpointDirBusy, CommandError, ConfigError, DataError
+from .. import budget, paths
+from ..exc import CheckpointDirBusy, CommandError, ConfigError, DataError, StopWhileCompiling
 from ..logs import setup_logging
 from ..modeldef import load_definition
 from ..storage.checkpoint import CheckpointWriteError
@@ -54,13 +54,11 @@ MIN_TRAINING_CLASSES = 2     # classes with enough samples before training start
 MIN_VALIDATION = 30          # validation samples before --until-accuracy may end a run
 EVAL_SECONDS = 2.0           # evaluate at most this often (and at every checkpoint)
 ACCURACY_SAMPLE = 256        # training samples scored for the train-accuracy curve
+METRICS_SECONDS = 60.0       # metrics rows are stored this often (and at checkpoints, rests, the stop)
+MAX_METRIC_ROWS_KEPT = 1000  # rows kept in memory while the store cannot take them
 ERROR_SECONDS = 10.0         # the error pattern stays this long after a part failed, to be seen
-LIGHTS_FOR_STATE = {"paused": "idle", "stopping": "idle"}   # else the status LEDs show the state's name
-
-
-class _StopWhileCompiling(BaseException):
-    """Raised by the stop signal's handler into the kernels' warm-up (a BaseException, so
-    that no ``except Exception`` in the compiler swallows it)."""
+# Else the status LEDs show the state's name.
+LIGHTS_FOR_STATE = {"paused": "idle", "resting": "idle", "stopping": "idle"}
 
 
 def balanced_index(train_index: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -98,6 +96,7 @@ class Service:
         self.backend_chosen = backend_chosen   # --backend given: it wins over model.backend
         self.metrics = {}
         self.stop_event = stop_event or threading.Event()
+        budget.set_limit(config.service.memory_budget_mb)   # unless --memory-budget said otherwise
         self.state_dir = Path(state_dir or config.service.state_dir or paths.state_dir())
         self.checkpoint_dir = self.state_dir / "checkpoints"
         self.definition = load_definition(config.model.name)
@@ -121,6 +120,10 @@ class Service:
         self._checkpoint_failure = None
         self._checkpoint_failures = 0     # writes failed in a row
         self._compiling = False           # in the warm-up: a stop signal cuts it short
+        self.resting = False              # trained enough on the samples there are
+        self._metric_rows, self._metrics_flushed = [], 0.0   # metrics not stored yet
+        self._new_data_step = 0           # the step at which the training data last changed
+        self._new_since_checkpoint = False
         self._metrics_failing = False
         self.writer = None
         self.summary = {}
@@ -276,7 +279,7 @@ class Service:
         self._compiling = True
         try:
             self._warm_up()
-        except _StopWhileCompiling:
+        except StopWhileCompiling:
             _log.info("stopped while the kernels compiled: nothing to save yet")
         finally:
             self._compiling = False
@@ -298,6 +301,7 @@ class Service:
         self.started = time.monotonic()
         self._last_checkpoint_time = self._last_eval = self._last_status = self.started
         self._dataset_version, self._next_refresh, self._burst_losses = None, 0.0, []
+        self._metric_rows, self._metrics_flushed = [], self.started
         if self.stop_event.is_set():   # stopped while starting: never READY
             self._stop()
             return self.summary
@@ -351,11 +355,15 @@ class Service:
             self.writer.store_replaced()
 
     def _sample_stored(self, sample_id: int, sample: Sample, source: str) -> None:
+        if sample.label is not None:
+            self._new_since_checkpoint = True
         self.events.publish("sample", id=sample_id, label=sample.label, source=source, time=sample.time,
                             **{"class": None if sample.label is None else self.definition.classes[sample.label]})
 
     def _train_burst(self) -> bool:
         if self.training_stopped or self.paused or not self.config.training.enabled or not self._refresh_dataset():
+            return False
+        if self.resting:
             return False
         trainer = self.trainer
         if not self._trained_yet:
@@ -368,7 +376,32 @@ class Service:
             return True
         if time.monotonic() - self._last_eval >= EVAL_SECONDS:
             self._evaluate()
+        if self._learnt_enough():
+            self._rest()
         return True
+
+    def _learnt_enough(self) -> bool:
+        """``rest_after_epochs`` epochs trained over the same samples."""
+        epochs = self.config.training.rest_after_epochs
+        trainer = self.trainer
+        if not epochs or trainer.dataset is None or not len(trainer.dataset.train_index):
+            return False
+        done = (trainer.step - self._new_data_step) * trainer.settings["batch_size"] / len(trainer.dataset.train_index)
+        return done >= epochs
+
+    def _rest(self) -> None:
+        """Stop training until new samples come: more epochs over the same ones teach little
+        and wear the SD card. The parameters are saved as soon as min_checkpoint_seconds
+        allows."""
+        self.resting = True
+        self._evaluate()
+        self._checkpoint_if_due()
+        self._flush_metrics(now=True)
+        accuracy = self.metrics.get("eval_accuracy")
+        _log.info("trained %d epochs over the same %d samples (val acc %s): resting until new samples come",
+                  self.config.training.rest_after_epochs, len(self.trainer.dataset),
+                  "-" if accuracy is None else f"{accuracy:.1%}")
+        self._update_lights()
 
     def _refresh_dataset(self) -> bool:
         """Reload the training data from the store when it has grown; True if training can go on."""
@@ -386,6 +419,10 @@ class Service:
                 dataset.train_index = balanced_index(dataset.train_index, dataset.y)
                 self.trainer.dataset = dataset
                 self._dataset_version = version
+                self._new_data_step = self.trainer.step
+                if self.resting:
+                    _log.info("new samples: training again at step %d", self.trainer.step)
+                    self.resting = False
         except DataError as error:      # a locked or failing store: train on when it reads again
             self.keeper.failed(error)
             if not self.keeper.damaged:  # a damaged one: the keeper's repair says so
@@ -412,24 +449,40 @@ class Service:
         self.metrics = dict(metrics, train_accuracy=train_accuracy, train_loss=loss)
         trainer.metrics.update(self.metrics)
         self.events.publish("metrics", step=trainer.step, lr=trainer.optimizer.lr, **self.metrics)
+        self._metric_rows.append((trainer.step, time.time(), loss, train_accuracy, metrics["eval_loss"],
+                                  metrics["eval_accuracy"], trainer.optimizer.lr))
+        self._flush_metrics()
+        self._last_eval = time.monotonic()
+
+    def _flush_metrics(self, *, now: bool = False) -> None:
+        """Store the metrics rows kept since the last flush, in one transaction, every
+        ``METRICS_SECONDS`` (or ``now``: at a checkpoint, a rest, the stop); a row a
+        transaction would write a page of the card every two seconds."""
+        if not self._metric_rows or not (now or time.monotonic() - self._metrics_flushed >= METRICS_SECONDS):
+            return
         try:
-            self.store.record_metrics(trainer.step, loss, train_accuracy, metrics["eval_loss"],
-                                      metrics["eval_accuracy"], trainer.optimizer.lr)
-            self._metrics_failing = False
-        except DataError as error:   # said once, until they are stored again
+            self.store.record_metric_rows(self._metric_rows)
+            self._metric_rows, self._metrics_failing = [], False
+        except DataError as error:   # said once, until they are stored again; kept meanwhile
             self.keeper.failed(error)
             if not self._metrics_failing and not self.keeper.damaged:
                 _log.warning("metrics not stored: %s", error)
             self._metrics_failing = True
-        self._last_eval = time.monotonic()
+            del self._metric_rows[:-MAX_METRIC_ROWS_KEPT]
+        self._metrics_flushed = time.monotonic()
+
+    def _forget_metrics_after(self, step: int) -> None:
+        """After a roll back: the history beyond ``step``, stored or not yet, goes."""
+        self._metric_rows = [row for row in self._metric_rows if row[0] <= step]
+        with contextlib.suppress(DataError):
+            self.store.drop_metrics_after(step)
 
     def _roll_back(self, error: DivergenceError) -> None:
         self.rollbacks += 1
         trainer = self.trainer
         info = trainer.restore()
         trainer.scale_lr(self.config.training.lr_backoff)
-        with contextlib.suppress(DataError):
-            self.store.drop_metrics_after(trainer.step)
+        self._forget_metrics_after(trainer.step)
         self.events.publish("rollback", step=trainer.step, lr=trainer.optimizer.lr, reason=str(error),
                             automatic=True)
         self._part_failed("training", str(error))
@@ -450,8 +503,11 @@ class Service:
             return
         elapsed = time.monotonic() - self._last_checkpoint_time
         steps = trainer.unsaved_steps
+        # The step rule only while new samples come: training on without them changes the
+        # model little, and a checkpoint every few seconds would wear the card.
         if elapsed >= training.checkpoint_every_seconds or (
-                steps >= training.checkpoint_every_steps and elapsed >= training.min_checkpoint_seconds):
+                (self.resting or self._new_since_checkpoint and steps >= training.checkpoint_every_steps)
+                and elapsed >= training.min_checkpoint_seconds):
             self._save_checkpoint()
 
     def _save_checkpoint(self):
@@ -475,7 +531,8 @@ class Service:
     def _checkpoint_written(self, path: Path) -> Path:
         if self._checkpoint_failures:
             _log.info("checkpoints are written again (%d attempts failed)", self._checkpoint_failures)
-        self.rollbacks, self._checkpoint_failures = 0, 0
+        self.rollbacks, self._checkpoint_failures, self._new_since_checkpoint = 0, 0, False
+        self._flush_metrics(now=True)
         self._last_checkpoint_time = time.monotonic()
         _log.info("checkpoint %s (step %d)", path.name, self.trainer.step)
         self.events.publish("checkpoint", path=str(path), step=self.trainer.step)
@@ -494,6 +551,8 @@ class Service:
             state = "error"
         elif self.paused:
             state = "paused"
+        elif self.resting:
+            state = "resting"
         elif not self.config.training.enabled:
             state = "idle"
         elif self.trainer.dataset is None:
@@ -546,6 +605,10 @@ class Service:
             parts.append("training stopped (diverged)")
         elif self.paused:
             parts.append(f"training paused at step {trainer.step}, {labelled} samples")
+        elif self.resting:
+            accuracy = metrics.get("eval_accuracy")
+            parts.append(f"trained: step {trainer.step}" + (f", val acc {accuracy:.1%}" if accuracy is not None else "")
+                         + f", {labelled} samples; resting until new samples come")
         elif trainer.dataset is None:
             parts.append(f"collecting: {labelled} labelled samples")
         else:
@@ -583,6 +646,7 @@ class Service:
             self._save_checkpoint()
         else:
             self.notifier.stopping("stopping: nothing new to save")
+        self._flush_metrics(now=True)
         self._publish_state("stopping")
         self.writer.retry(now=True)
         if self.writer.waiting:
@@ -603,14 +667,17 @@ class Service:
             yield
             return
 
+        signalled = set()
+
         def stop(signum: int, frame: FrameType | None) -> None:
             name = signal.Signals(signum).name
-            if self.stop_event.is_set() and signum == signal.SIGINT:
+            if signum == signal.SIGINT and signal.SIGINT in signalled:
                 raise KeyboardInterrupt   # a second Ctrl-C: out now, without the final checkpoint
+            signalled.add(signum)
             self.stop_event.set()
             if self._compiling:
                 self.notifier.stopping(f"stopping ({name}): nothing to save yet")
-                raise _StopWhileCompiling
+                raise StopWhileCompiling
             _log.info("%s: finishing the current step, then stopping (Ctrl-C again to quit at once)", name)
 
         previous = {sig: signal.signal(sig, handler) for sig, handler in
@@ -669,8 +736,7 @@ class Service:
     def _user_roll_back(self, command: Command) -> int:
         trainer, step = self.trainer, command.args.get("step")
         info = trainer.restore(trainer.step if step is None else step)
-        with contextlib.suppress(DataError):
-            self.store.drop_metrics_after(trainer.step)
+        self._forget_metrics_after(trainer.step)
         where = f"{info.path.name} (step {info.step})" if info else "the initial weights"
         _log.info("rolled back to %s (%s)", where, command.source or "command")
         self.events.publish("rollback", step=trainer.step, lr=trainer.optimizer.lr,
@@ -719,6 +785,7 @@ class Service:
             if self.training_stopped:
                 _log.info("%s: new learning rate %g: training resumes", source, training.lr)
             self.training_stopped, self.rollbacks = False, 0
+        self.keeper.bounds.update(max_per_class=new.store.max_per_class, max_bytes=new.store.max_bytes)
         try:
             self.store.set_limits(max_per_class=new.store.max_per_class, max_bytes=new.store.max_bytes)
         except DataError as error:

@@ -54,6 +54,7 @@ class StoreKeeper:
         self._repair_due = False
         self._next_repair = 0.0
         self._repair_retry = FIRST_REPAIR_RETRY
+        self._salvaged = False           # salvaged, but the fresh store did not open yet
         self._labelled = None
 
     # -- opening ------------------------------------------------------------------------
@@ -162,16 +163,25 @@ class StoreKeeper:
             return
         what = "deleted" if identity is None else "replaced by another file"
         _log.warning("sample store %s was %s while the service ran: %s", self.path, what,
-                     "creating a fresh one" if identity is None else "using that file")
+                     "creating a fresh one" if identity is None else "opening that one")
         self.store.close()
+        self._identity = identity   # said once for this file, whatever comes of it
         if identity is None:
             for suffix in ("-wal", "-shm"):   # what is left of the deleted store's journal
                 with contextlib.suppress(FileNotFoundError):
                     os.unlink(f"{self.path}{suffix}")
         try:
             store = self._open_writable()
+        except StoreCorruptError as error:
+            self.failed(error)       # repaired at the next watch
+            return
+        except DataError as error:
+            _log.error("no sample store now: %s", error)
+            return
+        try:
             self._check_fits(store)
         except DataError as error:
+            store.close()
             _log.error("no sample store now: %s", error)
             return
         self._replace(store)
@@ -181,21 +191,32 @@ class StoreKeeper:
         cannot be done now, use the damaged file read-only and try again later."""
         if self.store is not None:
             self.store.close()
+        if not self._salvaged:
+            try:
+                report = salvage.salvage(self.path, class_names=tuple(self.definition.classes), bounds=self.bounds,
+                                         busy_hint="the repair is tried again later", force=True)
+            except (DataError, OSError) as error:
+                self._retry_later(f"sample store {self.path} is damaged ({reason}) and was not repaired: {error}")
+                return
+            _log.error("%s", report.text())
+            self.repairs += 1
+            self._salvaged = True
         try:
-            report = salvage.salvage(self.path, class_names=tuple(self.definition.classes))
             store = self._open_writable()
         except DataError as error:
-            _log.error("sample store %s is damaged (%s) and was not repaired: %s; trying again in %.0f s", self.path,
-                       reason, error, self._repair_retry)
-            self._repair_due, self._next_repair = True, time.monotonic() + self._repair_retry
-            self._repair_retry = min(MAX_REPAIR_RETRY, self._repair_retry * 2)
-            with contextlib.suppress(DataError):
-                self._replace(SampleStore(self.path, readonly=True))
+            self._retry_later(f"the repaired sample store {self.path} cannot be opened: {error}")
             return
-        _log.error("%s", report.text())
-        self.repairs += 1
+        self._salvaged = False
         self._repair_due, self._repair_retry = False, FIRST_REPAIR_RETRY
         self._replace(store)
+
+    def _retry_later(self, message: str) -> None:
+        _log.error("%s; trying again in %.0f s", message, self._repair_retry)
+        self._repair_due, self._next_repair = True, time.monotonic() + self._repair_retry
+        self._repair_retry = min(MAX_REPAIR_RETRY, self._repair_retry * 2)
+        if not self._salvaged:   # meanwhile the damaged file, read-only, for what it still gives
+            with contextlib.suppress(DataError):
+                self._replace(SampleStore(self.path, readonly=True))
 
     def labelled(self) -> int | None:
         """Labelled samples in the store (the last count that could be read, while it fails)."""

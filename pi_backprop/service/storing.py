@@ -3,6 +3,12 @@
     writer = SampleWriter(keeper, on_stored=publish_sample, on_failure=show_error)
     writer.add(sample, source)      # for every captured sample worth keeping
     writer.retry()                  # every pass of the loop: stores what waited, when due
+    writer.retry(now=True)          # before stopping
+
+Samples are stored in batches, one transaction for all that came in ``BATCH_SECONDS`` (or
+``BATCH_SAMPLES`` of them): a transaction writes whole pages of the card (the table's, its
+index's, the id counter's), and a sensor window is a fraction of one page. A power cut
+loses at most the samples of the batch being gathered.
 
 - A **full disk** drops the sample (the disk cannot hold it): one error line with the space
   left, then quiet; storing resumes by itself with the first sample that fits, and says how
@@ -35,6 +41,8 @@ from .storekeeper import StoreKeeper
 
 _log = logging.getLogger(__name__)
 
+BATCH_SECONDS = 5.0        # samples are stored this often ...
+BATCH_SAMPLES = 64         # ... or once this many wait
 PENDING_SAMPLES = 256      # samples kept in memory while the store is locked
 FIRST_RETRY = 1.0          # seconds before the first retry; doubles each time
 MAX_RETRY = 30.0           # seconds between retries, at most
@@ -59,6 +67,7 @@ class SampleWriter:
         self.dropped = 0                       # samples lost in this trouble
         self._next_try = 0.0
         self._retry_after = FIRST_RETRY
+        self._batch_started = 0.0             # when the first of the waiting samples came
 
     @property
     def store(self) -> SampleStore:
@@ -70,18 +79,25 @@ class SampleWriter:
         return len(self.pending)
 
     def add(self, sample: Sample, source: str) -> None:
-        """Store one sample now, or queue it behind those that wait."""
+        """Queue one sample; the batch is stored when it is due."""
+        if not self.pending:
+            self._batch_started = time.monotonic()
         self.pending.append((sample, source))
         if len(self.pending) > PENDING_SAMPLES:
             self.pending.popleft()
             self.dropped += 1
-        if len(self.pending) == 1 or time.monotonic() >= self._next_try:
-            self._store_pending()
+        self.retry()
 
     def retry(self, *, now: bool = False) -> None:
-        """Store what waits, if a retry is due (or ``now``: a last try before stopping)."""
-        if self.pending and (now or time.monotonic() >= self._next_try):
+        """Store what waits, if it is due (or ``now``: a last try before stopping)."""
+        if self.pending and (now or self._due()):
             self._store_pending()
+
+    def _due(self) -> bool:
+        clock = time.monotonic()
+        if self.trouble is not None:
+            return clock >= self._next_try
+        return len(self.pending) >= BATCH_SAMPLES or clock - self._batch_started >= BATCH_SECONDS
 
     def _store_pending(self) -> None:
         if self.keeper.damaged:
@@ -92,11 +108,13 @@ class SampleWriter:
             self._drop_all("disk", "sample not stored: the disk is full")
             return
         while self.pending:
-            sample, source = self.pending[0]
+            batch = self._next_batch()
             try:
                 short = self.store.busy_timeout(RETRY_BUSY_TIMEOUT) if self.trouble == "locked" else None
                 with short or contextlib.nullcontext():
-                    sample_id = self.store.add_sample(sample.x, sample.label, source, time=sample.time)
+                    ids = self.store.add_samples([sample.x for sample, _ in batch],
+                                                 [-1 if sample.label is None else sample.label for sample, _ in batch],
+                                                 batch[0][1], time=[sample.time for sample, _ in batch])
             except StoreLockedError as error:
                 self._enter("locked", f"{error}; keeping up to {PENDING_SAMPLES} samples in memory and retrying")
                 self.on_failure("store", str(error))
@@ -115,13 +133,43 @@ class SampleWriter:
                 self._drop_all("disk", f"sample not stored: {error}")
                 return
             except DataError as error:
+                if len(batch) > 1:          # one of them is at fault: find it, store the others
+                    self._store_singly()
+                    continue
+                self._enter("failing", f"sample not stored: {error}")
+                self.pending.popleft()
+                self.dropped += 1
+                self.on_failure("store", f"sample not stored: {error}")
+                continue
+            for sample_id, (sample, source) in zip(ids, batch):
+                self.pending.popleft()
+                self.on_stored(sample_id, sample, source)
+            self._recovered()
+
+    def _next_batch(self) -> list:
+        """The waiting samples at the front that share a source, at most BATCH_SAMPLES."""
+        batch = []
+        for sample, source in self.pending:
+            if len(batch) == BATCH_SAMPLES or (batch and source != batch[0][1]):
+                break
+            batch.append((sample, source))
+        return batch
+
+    def _store_singly(self) -> None:
+        """Store the front batch one sample at a time (a batch failed for one of them)."""
+        for _ in range(len(self._next_batch())):
+            sample, source = self.pending[0]
+            try:
+                sample_id = self.store.add_sample(sample.x, sample.label, source, time=sample.time)
+            except (StoreLockedError, StoreCorruptError, StoreFullError):
+                return                      # the next try meets it as a whole again
+            except DataError as error:
                 self._enter("failing", f"sample not stored: {error}")
                 self.pending.popleft()
                 self.dropped += 1
                 self.on_failure("store", f"sample not stored: {error}")
                 continue
             self.pending.popleft()
-            self._recovered()
             self.on_stored(sample_id, sample, source)
 
     def store_replaced(self) -> None:

@@ -55,7 +55,7 @@ from ..exc import CheckpointDamaged, CheckpointError, CheckpointRefused, Checkpo
 from ..modeldef import ModelDefinition
 from .atomic import atomic_write, fsync_directory
 from .header_schema import check_header
-from .npfiles import SNIFF_BYTES, sniff
+from .npfiles import SNIFF_BYTES, read_npy_header, sniff
 
 FORMAT = "pi-backprop-checkpoint"
 FORMAT_VERSION = 1
@@ -297,13 +297,7 @@ def _sniff(path) -> str:
 def _npy_header(member, name, path):
     """Read an ``.npy`` member's header; return (dtype, shape, fortran_order), never unpickling."""
     try:
-        version = np.lib.format.read_magic(member)
-        if version == (1, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_1_0(member)
-        elif version == (2, 0):
-            shape, fortran, dtype = np.lib.format.read_array_header_2_0(member)
-        else:
-            raise ValueError(f"npy format version {version} is not supported")
+        dtype, shape, fortran = read_npy_header(member)
     except (ValueError, SyntaxError, EOFError) as error:
         raise CheckpointDamaged(f"{path}: array {name!r} has an unreadable header ({error})") from None
     if dtype.hasobject:

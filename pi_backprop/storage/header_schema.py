@@ -6,7 +6,7 @@ field, with one line naming the field (``CheckpointRefused``), so that ``checkpo
 ``predict`` and ``train`` never meet a string where a step count belongs.
 
 Fields not listed are allowed (a newer version may add some); a listed field that is
-present must have its kind, and the ``required`` ones must be present. The model
+present must have its kind (``verify_checkpoint`` has made sure the required ones are). The model
 definition is checked by ``ModelDefinition.from_dict`` itself.
 """
 
@@ -22,7 +22,9 @@ def _integer(value: object, minimum: int = 0) -> bool:
 
 
 def _number(value: object) -> bool:
-    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+    if isinstance(value, bool):
+        return False
+    return isinstance(value, int) or (isinstance(value, float) and math.isfinite(value))
 
 
 # field: (test, what it must be)
@@ -36,7 +38,6 @@ _METRIC = (lambda v: v is None or _number(v), "a finite number or null")
 TOP = {"step": _COUNT, "model": _TABLE, "dtype": (lambda v: v in ("float32", "float64"), '"float32" or "float64"'),
        "optimizer": _TABLE, "arrays": _TABLE, "sha256": _TEXT, "training": _TABLE, "rng": _TABLE, "data": _TABLE,
        "metrics": _TABLE, "written_at": _TEXT, "library_version": _TEXT, "numpy_version": _TEXT}
-REQUIRED = ("step", "model", "dtype", "optimizer", "arrays", "sha256")
 OPTIMIZER = {"kind": _TEXT, "hyper": _TABLE, "step": _COUNT}
 TRAINING = {"optimizer": _TEXT, "batch_size": _POSITIVE, "seed": _COUNT, "lr": _NUMBER, "momentum": _NUMBER,
             "weight_decay": _NUMBER, "checkpoint_every": _POSITIVE, "eval_every": _POSITIVE, "keep": _POSITIVE,
@@ -51,10 +52,7 @@ ARRAY = {"dtype": _TEXT, "shape": (lambda v: isinstance(v, list) and all(_intege
 def check_header(header: dict, path: Path) -> None:
     """``CheckpointRefused`` naming the first field of ``header`` (read from ``path``) that
     is missing or not of its kind."""
-    _check(header, TOP, "", path)
-    for key in REQUIRED:
-        if key not in header:
-            raise CheckpointRefused(f"{path}: header has no {key!r} field; not a checkpoint pi-backprop wrote")
+    _check(header, TOP, "", path)   # the required fields are there (verify_checkpoint checks first)
     _check(header["optimizer"], OPTIMIZER, "optimizer.", path)
     if "kind" not in header["optimizer"] or "step" not in header["optimizer"]:
         raise CheckpointRefused(f"{path}: header field 'optimizer' lacks its kind or step")

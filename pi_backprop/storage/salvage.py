@@ -16,6 +16,7 @@ SQLite's own ``.recover`` is not used: it lives only in the ``sqlite3`` shell, w
 not have, and the one in Debian bookworm (3.40) fails on every file.
 """
 
+import bisect
 import contextlib
 import dataclasses
 import datetime
@@ -24,17 +25,22 @@ import logging
 import math
 import os
 import sqlite3
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 
-from ..exc import DataError, StoreLockedError
+from ..budget import size_text
+from ..exc import DataError, StoreFullError, StoreLockedError
 from .faults import (
+    NEARLY_FULL,
     SQLITE_CANTOPEN,
     SQLITE_CORRUPT,
     SQLITE_IOERR,
     SQLITE_NOTADB,
+    free_bytes,
+    free_text,
     lock_holders,
     lock_holders_text,
     primary_code,
@@ -46,8 +52,11 @@ from .store import APPLICATION_ID, SalvagedSample, SampleStore
 _log = logging.getLogger(__name__)
 
 CHUNK = 64              # rows read per query while the file reads cleanly
+STEP_SECONDS = 30.0     # at most this long spent trying ids one by one across damaged stretches
+BUSY_HINT = "stop that first (sudo systemctl stop pi-backprop: the service repairs the store itself when it starts)"
 SEARCH_AHEAD = 100_000  # ids tried one by one past the last readable one when the highest id is unknown
 MAX_PROBLEMS = 20       # lines of the integrity check kept
+SQLITE_MAGIC = b"SQLite format 3\0"
 
 
 def check(path: Path | str, *, quick: bool = False) -> list[str]:
@@ -66,7 +75,8 @@ def check(path: Path | str, *, quick: bool = False) -> list[str]:
             if app not in (0, APPLICATION_ID):
                 raise DataError(f"{path} is an SQLite file but not a pi-backprop sample store")
             pragma = "quick_check" if quick else "integrity_check"
-            rows = [row[0] for row in db.execute(f"PRAGMA {pragma}({MAX_PROBLEMS})")]
+            rows = [line for row in db.execute(f"PRAGMA {pragma}({MAX_PROBLEMS})")
+                    for line in str(row[0]).splitlines() if line and not line.startswith("*** in database")]
     except sqlite3.DatabaseError as error:
         if primary_code(error) in (SQLITE_CORRUPT, SQLITE_NOTADB):
             return [str(error)]
@@ -96,25 +106,39 @@ class SalvageReport:
                        "(the damage hides how many there were)")
         else:
             counted = f"saved {self.saved} samples (the damage hides whether any were lost)"
-        guessed = "; the class names were unreadable: rename the classes or clear the store" \
-            if self.classes_guessed else ""
+        guessed = ("; the class names were unreadable and stand as 'class 0', ...: repair it again from the "
+                   "damaged file with the model's names (data check --repair --model NAME --db FILE)"
+                   if self.classes_guessed else "")
         return (f"sample store {self.path} was damaged: {counted} and {self.metrics_saved} rows of training "
                 f"history into a fresh store; the damaged file is kept as {self.aside}{guessed}")
 
 
-def salvage(path: Path | str, *, class_names: tuple | None = None) -> SalvageReport:
+def salvage(path: Path | str, *, class_names: tuple | None = None, bounds: dict | None = None,
+            busy_hint: str = BUSY_HINT, force: bool = False) -> SalvageReport:
     """Save what can be read of the damaged store at ``path`` into a fresh store at ``path``;
     the damaged file (and its -wal, -shm) moves aside as ``<name>.corrupt-<UTC time>``.
 
     class_names : the names to use if the file's own are unreadable (the service knows its
         model's); else "class 0", "class 1", ... stand in for them.
-    Refuses (``StoreLockedError``) while another process has the file open: stop the service
-    first. Any other ``DataError`` (a full disk) leaves the damaged file where it was.
+    bounds : ``max_per_class``, ``max_bytes``, ``validation_fraction`` for the fresh store if
+        the file's own are unreadable (else the defaults). Every readable sample is kept, even
+        beyond them: the service's bounds apply when it next stores one.
+    busy_hint : what to do while another process has the file open (``StoreLockedError``).
+    force : salvage also a file that does not begin as an SQLite file does (its first page
+        is garbage); else that is refused, as it may be no store at all.
+    Any other ``DataError`` (a full disk) leaves the damaged file where it was and nothing else.
     """
     path = Path(path)
+    if not force and not _begins_as_sqlite(path):
+        raise DataError(f"cannot repair {path}: it does not begin as an SQLite file does; if it is a sample "
+                        "store whose first page is damaged, add --force")
     if lock_holders(path):
-        raise StoreLockedError(f"cannot repair {path}: it is open in {lock_holders_text(path)}; stop that first "
-                               "(sudo systemctl stop pi-backprop: the service repairs the store itself when it starts)")
+        raise StoreLockedError(f"cannot repair {path}: it is open in {lock_holders_text(path)}; {busy_hint}")
+    needed = sum(p.stat().st_size for p in (path, Path(f"{path}-wal")) if p.exists())
+    free = free_bytes(path)
+    if free is not None and free < 2 * needed + NEARLY_FULL:   # the fresh store, and its WAL meanwhile
+        raise StoreFullError(f"cannot repair {path}: the salvage needs up to {size_text(2 * needed)} free, "
+                             f"the disk has {size_text(free)}")
     fresh = path.with_name(path.name + ".salvage")
     _remove_with_journal(fresh)
     try:
@@ -124,21 +148,25 @@ def salvage(path: Path | str, *, class_names: tuple | None = None) -> SalvageRep
     try:
         reader = _Reader(source)
         names, guessed = reader.class_names(class_names)
-        with SampleStore(fresh, **reader.settings()) as store:
+        with SampleStore(fresh, **{**(bounds or {}), **reader.settings()}) as store:
             if names:
                 store.set_class_names(names)
-            saved_ids = store.restore_samples(reader.samples(len(names)), next_id=reader.highest_id,
-                                              split_offset=reader.split_offset)
-            metrics_saved = store.restore_metrics(reader.metrics())
+            store.restore_samples(reader.samples(len(names)), next_id=reader.highest_id,
+                                  split_offset=reader.split_offset)
+            metrics_saved = store.record_metric_rows(reader.metrics())
+            saved_ids = store.sample_ids()
+        _checkpoint_fully(fresh)
     except BaseException:
         _remove_with_journal(fresh)
         raise
     finally:
         if source is not None:
             source.close()
-    aside = _move_aside(path)
-    os.replace(fresh, path)
-    _sync_folder(path.parent)
+    try:
+        aside = _swap(path, fresh)
+    except OSError as error:
+        raise DataError(f"cannot repair {path}: {error.strerror or error} while moving the files; the damaged "
+                        f"file is where it was, the salvaged one is {fresh}") from None
     listed = reader.listed_ids
     lost_ids = (listed or set()) - set(saved_ids)
     report = SalvageReport(path=path, aside=aside, saved=len(saved_ids),
@@ -148,6 +176,43 @@ def salvage(path: Path | str, *, class_names: tuple | None = None) -> SalvageRep
     _log.debug("salvage of %s: %d ids listed by the index, %d rows rejected", path,
                -1 if listed is None else len(listed), len(reader.rejected))
     return report
+
+
+def _begins_as_sqlite(path: Path) -> bool:
+    try:
+        with open(path, "rb") as file:
+            return file.read(len(SQLITE_MAGIC)) == SQLITE_MAGIC
+    except OSError:
+        return False
+
+
+def _checkpoint_fully(path: Path) -> None:
+    """Move the fresh store's WAL into its file (``StoreFullError`` if it cannot: a store
+    renamed without its WAL would be missing what the WAL holds)."""
+    with contextlib.closing(sqlite3.connect(path, isolation_level=None)) as db:
+        try:
+            busy, _, _ = db.execute("PRAGMA wal_checkpoint(TRUNCATE)").fetchone()
+            db.execute("PRAGMA journal_mode = DELETE")   # no WAL beside it until the service opens it
+        except sqlite3.Error as error:
+            raise store_error(error, path, "finish the salvaged store") from error
+    wal = Path(f"{path}-wal")
+    if busy or (wal.exists() and wal.stat().st_size):
+        raise StoreFullError(f"cannot finish the salvaged store {path}: its journal could not be written back "
+                             f"({free_text(path)})")
+
+
+def _swap(path: Path, fresh: Path) -> Path:
+    """Put ``fresh`` in place of the damaged store at ``path``, which is kept aside; at every
+    moment a file is at ``path`` (the damaged one, then the fresh one), and no WAL is ever
+    beside a file it does not belong to."""
+    aside = _aside_name(path)
+    for suffix in ("-wal", "-shm"):        # the journal first, with the file it belongs to
+        with contextlib.suppress(FileNotFoundError):
+            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
+    os.link(path, aside)
+    os.replace(fresh, path)
+    _sync_folder(path.parent)
+    return aside
 
 
 def _open_read_only(path: Path) -> sqlite3.Connection:
@@ -226,7 +291,8 @@ class _Reader:
             return tuple(str(name) for _, name in rows), False
         if fallback:
             return tuple(fallback), False
-        labels = self._try("SELECT max(label) FROM samples INDEXED BY samples_by_label")
+        labels = (self._try("SELECT max(label) FROM samples INDEXED BY samples_by_label")
+                  or self._try("SELECT max(label) FROM samples NOT INDEXED"))
         highest = labels[0][0] if labels and isinstance(labels[0][0], int) else -1
         return tuple(f"class {label}" for label in range(highest + 1)), highest >= 0
 
@@ -234,7 +300,8 @@ class _Reader:
         """Every readable, well-formed sample, in id order."""
         shape = None
         columns = "id, time, source, label, shape, dtype, nbytes, data"
-        for row in self._rows("samples", "id", columns, self.highest_id):
+        listed = sorted(self.listed_ids) if self.listed_ids is not None else None
+        for row in self._rows("samples", "id", columns, self.highest_id, listed):
             sample = _sample_from_row(row, classes)
             if sample is None or (shape is not None and sample.x.shape != shape):
                 self.rejected.add(row[0])
@@ -253,21 +320,36 @@ class _Reader:
                     and values[1] is not None:
                 yield values
 
-    def _rows(self, table: str, key: str, columns: str, highest: int) -> Iterator[tuple]:
+    def _rows(self, table: str, key: str, columns: str, highest: int, listed: list | None = None) -> Iterator[tuple]:
         """Rows of ``table`` in ``key`` order: whole chunks while they read, one key at a
-        time across a damaged stretch (a query that touches a bad page fails as a whole)."""
+        time across a damaged stretch (a query that touches a bad page fails as a whole).
+
+        Across a stretch, only the keys in ``listed`` (sorted; the label index's) are tried
+        where there is such a list, else every key up to ``highest`` (or SEARCH_AHEAD past
+        the last readable one where the highest is unknown), for at most STEP_SECONDS."""
         if self.db is None:
             return
         chunk = f"SELECT {columns} FROM {table} NOT INDEXED WHERE {key} > ? ORDER BY {key} LIMIT {CHUNK}"
         single = f"SELECT {columns} FROM {table} NOT INDEXED WHERE {key} = ?"
-        position, last_good = 0, 0
+        position, last_good, stepping_since = 0, 0, None
         while True:
             try:
                 rows = self.db.execute(chunk, (position,)).fetchall()
             except sqlite3.DatabaseError:
-                if position >= max(highest, last_good + SEARCH_AHEAD):
+                stepping_since = stepping_since or time.monotonic()
+                if time.monotonic() - stepping_since > STEP_SECONDS:
+                    _log.warning("salvage of %s: gave up stepping over damaged pages of %s after %.0f s",
+                                 table, table, STEP_SECONDS)
                     return
-                position += 1
+                if listed is not None:
+                    after = bisect.bisect_right(listed, position)
+                    if after == len(listed):
+                        return
+                    position = listed[after]
+                else:
+                    if position >= (highest or last_good + SEARCH_AHEAD):
+                        return
+                    position += 1
                 try:
                     rows = self.db.execute(single, (position,)).fetchall()
                 except sqlite3.DatabaseError:
@@ -276,6 +358,7 @@ class _Reader:
                     last_good = position
                     yield rows[0]
                 continue
+            stepping_since = None
             if not rows:
                 return
             yield from rows
@@ -303,18 +386,14 @@ def _sample_from_row(row: tuple, classes: int) -> SalvagedSample | None:
     return SalvagedSample(id=sample_id, time=float(time), source=source, label=label, x=x)
 
 
-def _move_aside(path: Path) -> Path:
-    """Rename the store, its -wal and its -shm to ``<name>.corrupt-<UTC time>[-wal|-shm]``;
-    the journal files first, so that no stale WAL is ever found beside a new store."""
+def _aside_name(path: Path) -> Path:
+    """``<name>.corrupt-<UTC time>``, not taken yet."""
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y%m%dT%H%M%SZ")
     aside = path.with_name(f"{path.name}.corrupt-{stamp}")
     counter = 1
     while aside.exists():
         counter += 1
         aside = path.with_name(f"{path.name}.corrupt-{stamp}.{counter}")
-    for suffix in ("-wal", "-shm", ""):
-        with contextlib.suppress(FileNotFoundError):
-            os.replace(f"{path}{suffix}", f"{aside}{suffix}")
     return aside
 
 

@@ -393,8 +393,9 @@ class SampleStore:
 
     @_guarded("store samples")
     def add_samples(self, x: np.ndarray | Sequence["ArrayLike"], y: "ArrayLike", source: str = "", *,
-                    time: float | None = None) -> list[int]:
-        """Store many samples (``x`` (N, ...), ``y`` (N,) with -1 for unlabelled) in one transaction."""
+                    time: float | Sequence[float] | None = None) -> list[int]:
+        """Store many samples (``x`` (N, ...), ``y`` (N,) with -1 for unlabelled) in one
+        transaction; ``time``: one Unix time for all, or one per sample (default now)."""
         labels = [None if int(label) < 0 else int(label) for label in np.asarray(y).reshape(-1)]
         if len(labels) != len(x):
             raise ShapeError(f"{len(x)} samples but {len(labels)} labels")
@@ -402,13 +403,16 @@ class SampleStore:
             return self._add_many(x, labels, source, time)
 
     def _add_many(self, xs: np.ndarray | Sequence["ArrayLike"], labels: Sequence[int | None], source: str,
-                  time: float | None) -> list[int]:
+                  time: float | Sequence[float] | None) -> list[int]:
+        now = _time.time() if time is None else time
+        times = [float(t) for t in now] if isinstance(now, Sequence | np.ndarray) else [float(now)] * len(labels)
+        if len(times) != len(labels):
+            raise ShapeError(f"{len(labels)} samples but {len(times)} times")
         with self._write() as db:
             count = len(self.class_names)
             stored_shape = self.sample_shape
             rows = []
-            now = _time.time() if time is None else float(time)
-            for x, label in zip(xs, labels):
+            for x, label, now in zip(xs, labels, times):
                 x = _as_sample(x)
                 if stored_shape is None:
                     stored_shape = x.shape
@@ -504,7 +508,8 @@ class SampleStore:
                         split_offset: int = SPLIT_OFFSET) -> list[int]:
         """Store samples read from a damaged store (``salvage``) into this new, empty one, each
         with its own id, time and source, so that the split of the samples stays put; new ids
-        continue after ``next_id`` (the damaged store's highest). Returns the ids stored."""
+        continue after ``next_id`` (the damaged store's highest). All are kept, beyond the
+        bounds too (the next sample stored applies them). Returns the ids stored."""
         ids = []
         with self._lock, self._write() as db:
             if db.execute("SELECT count(*) FROM samples").fetchone()[0]:
@@ -521,13 +526,19 @@ class SampleStore:
                 db.execute("INSERT INTO sqlite_sequence (name, seq) VALUES ('samples', ?)", (int(next_id),))
             db.execute("INSERT OR REPLACE INTO settings (key, value) VALUES ('split_offset', ?)", (int(split_offset),))
             self.split_offset = int(split_offset)
-            self._enforce_limits(db)
         return ids
 
-    @_guarded("store the salvaged metrics")
-    def restore_metrics(self, rows: Iterable[tuple]) -> int:
-        """Append rows of training history read from a damaged store: (step, time, loss,
-        accuracy, val_loss, val_accuracy, lr). Returns how many."""
+    @_guarded("read the sample ids")
+    def sample_ids(self) -> list[int]:
+        """The id of every sample, oldest first."""
+        with self._lock:
+            return [row[0] for row in self._conn().execute("SELECT id FROM samples ORDER BY id")]
+
+    @_guarded("store the metrics")
+    def record_metric_rows(self, rows: Iterable[tuple]) -> int:
+        """Append rows of training history in one transaction (the service keeps a minute of
+        them; a salvage copies them): (step, time, loss, accuracy, val_loss, val_accuracy, lr),
+        accuracies as fractions, time in Unix seconds. Returns how many."""
         count = 0
         with self._lock, self._write() as db:
             for row in rows:

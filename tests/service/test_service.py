@@ -23,6 +23,7 @@ from pi_backprop.service.config import load_config
 from pi_backprop.service.loop import Service
 from pi_backprop.service.sdnotify import Notifier
 from pi_backprop.storage import checkpoint as checkpoint_module
+from pi_backprop.storage.store import SampleStore
 
 pytest.importorskip("gpiozero")
 
@@ -72,7 +73,7 @@ def test_status_leds_on_mock_pins_go_from_starting_to_training_checkpoint_and_er
         def disk_full(*args, **kwargs):
             failing.append(1)
             raise DataError("cannot write the sample store: database or disk is full")
-        service.store.add_sample = disk_full
+        service.store.add_sample = service.store.add_samples = disk_full   # the writer stores batches
         wait_for(lambda: seen_order(colours)[-1] == "error", what="the red error blink")
         stop_polling.set()
         poller.join()
@@ -192,7 +193,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_the_service_running(tmp_p
             raise DataError("cannot write the sample store: database or disk is full")
 
         monkeypatch.setattr(checkpoint_module.os, "fsync", full_fsync)
-        service.store.add_sample = full_store
+        service.store.add_sample = service.store.add_samples = full_store   # the writer stores batches
         step = service.trainer.step
         wait_for(lambda: len(fsyncs) >= 2 and len(stores) >= 5, what="failed writes")
         wait_for(lambda: service.trainer.step >= step + 50, what="training on a full disk")
@@ -201,7 +202,7 @@ def test_a_full_disk_keeps_the_previous_checkpoint_and_the_service_running(tmp_p
         assert not [p for p in (state / "checkpoints").iterdir() if p.name.startswith(".") and p.suffix != ".lock"
                     and p.name != ".lock"]                   # no temp file left behind
         monkeypatch.setattr(checkpoint_module.os, "fsync", real_fsync)   # space again
-        del service.store.add_sample
+        del service.store.add_sample, service.store.add_samples
         wait_for(lambda: checkpoint_files(state)[-1] != good, what="a checkpoint once there is space")
     messages = [r.getMessage() for r in caplog.records]
     assert any("checkpoint not written" in m and "no space left on device" in m for m in messages)
@@ -294,8 +295,9 @@ def test_unlabelled_samples_are_predicted_and_stored_only_with_keep_unlabelled(t
     config = write_config(tmp_path / "c.toml", labels={"simulated": False}, store={"keep_unlabelled": keep})
     with running(config, tmp_path / "state") as service:
         wait_for(lambda: service.reporter.count >= 30, what="predictions")
-        counts = service.store.counts()
         assert service.trainer.dataset is None and service.lights.state == "collecting"
+    with SampleStore(tmp_path / "state" / "samples.db", readonly=True) as store:   # all stored at the stop
+        counts = store.counts()
     assert set(counts) <= {None} and (counts.get(None, 0) >= 20) == stored
 
 
@@ -306,11 +308,15 @@ def test_step_checkpoints_wait_for_the_minimum_interval(tmp_path, minimum, at_mo
     """checkpoint_every_steps is reached every burst here; min_checkpoint_seconds decides."""
     config = write_config(tmp_path / "c.toml", training={
         "checkpoint_every_steps": 5, "checkpoint_every_seconds": 3600, "min_checkpoint_seconds": minimum})
-    written = []
+    written, stored = [], []
     with running(config, tmp_path / "state") as service:
         original = service._checkpoint_written
         service._checkpoint_written = lambda path: (written.append(path), original(path))
-        wait_for(lambda: service.trainer.step >= 60, what="60 training steps")
+        service.events.subscribe(stored.append, "sample")
+        # New samples keep coming (the step rule applies only then): several batches of them.
+        wait_for(lambda: service.trainer.step >= 60 and len(stored) >= 200 and (at_most is not None
+                                                                                or len(written) >= 4),
+                 what="training steps and new samples")
     during_run = [path for path in written if path != written[-1]] if written else []
     if at_most is None:
         assert len(during_run) >= 3             # many bursts of 5 steps: a checkpoint after each

@@ -41,6 +41,8 @@ batch_size = 16
 lr = 0.01
 checkpoint_every_steps = 100000
 checkpoint_every_seconds = 1
+# never rest: the SIGTERM below must find unsaved steps to checkpoint
+rest_after_epochs = 0
 [service]
 status_interval = 0.2
 """
