@@ -281,6 +281,12 @@ class Service:
             self._warm_up()
         except StopWhileCompiling:
             _log.info("stopped while the kernels compiled: nothing to save yet")
+        except Exception:
+            # The stop can land inside one of llvmlite's ctypes callbacks, which swallows it
+            # and leaves the compile to fail in its own way: after a stop, that is the stop.
+            if not self.stop_event.is_set():
+                raise
+            _log.info("stopped while the kernels compiled: nothing to save yet")
         finally:
             self._compiling = False
 
