@@ -135,11 +135,8 @@ class SampleWriter:
             except DataError as error:
                 if len(batch) > 1:          # one of them is at fault: find it, store the others
                     self._store_singly()
-                    continue
-                self._enter("failing", f"sample not stored: {error}")
-                self.pending.popleft()
-                self.dropped += 1
-                self.on_failure("store", f"sample not stored: {error}")
+                else:
+                    self._drop_first(error)
                 continue
             for sample_id, (sample, source) in zip(ids, batch):
                 self.pending.popleft()
@@ -164,13 +161,17 @@ class SampleWriter:
             except (StoreLockedError, StoreCorruptError, StoreFullError):
                 return                      # the next try meets it as a whole again
             except DataError as error:
-                self._enter("failing", f"sample not stored: {error}")
-                self.pending.popleft()
-                self.dropped += 1
-                self.on_failure("store", f"sample not stored: {error}")
+                self._drop_first(error)
                 continue
             self.pending.popleft()
             self.on_stored(sample_id, sample, source)
+
+    def _drop_first(self, error: DataError) -> None:
+        """The front sample cannot be stored (``error`` says why): it is dropped."""
+        self._enter("failing", f"sample not stored: {error}")
+        self.pending.popleft()
+        self.dropped += 1
+        self.on_failure("store", f"sample not stored: {error}")
 
     def store_replaced(self) -> None:
         """The keeper put a new store in place: store what waits at the next try."""
@@ -211,12 +212,10 @@ class SampleWriter:
         if self.trouble == "full":
             _log.info("storing samples again (%s); %d dropped while the disk was full",
                       free_text(self.store.path), self.dropped)
-        elif self.trouble == "locked":
+        elif self.trouble in ("locked", "damaged"):
             lost = f", {self.dropped} lost (more than {PENDING_SAMPLES} waited)" if self.dropped else ""
-            _log.info("sample store %s writable again: the waiting samples are stored%s", self.store.path, lost)
-        elif self.trouble == "damaged":
-            lost = f", {self.dropped} lost (more than {PENDING_SAMPLES} waited)" if self.dropped else ""
-            _log.info("storing samples again in %s: the waiting samples are stored%s", self.store.path, lost)
+            again = "writable again" if self.trouble == "locked" else "repaired"
+            _log.info("sample store %s %s: the waiting samples are stored%s", self.store.path, again, lost)
         elif self.trouble == "failing":
             _log.info("storing samples again; %d were not stored", self.dropped)
         self.trouble, self.dropped = None, 0

@@ -80,6 +80,21 @@ def output(tmp_path):
     return (tmp_path / "out.txt").read_text()
 
 
+def wait_for_output(tmp_path, process, text):
+    """Until the child has written ``text`` (it must still run meanwhile)."""
+    deadline = time.monotonic() + DEADLINE
+    while text not in output(tmp_path):
+        assert process.poll() is None and time.monotonic() < deadline, output(tmp_path)
+        time.sleep(0.05)
+
+
+def killed_if_left(process):
+    """After a test's own stop: kill the child if it is still there."""
+    if process.poll() is None:
+        process.kill()
+        process.wait()
+
+
 def checkpoints(tmp_path):
     return sorted((tmp_path / "state" / "checkpoints").glob("ckpt-*.npz"))
 
@@ -129,9 +144,7 @@ def test_notify_socket_sigterm_checkpoint_and_resume_at_the_same_step(tmp_path, 
         status = process.wait(timeout=30)
         stopped_in = time.monotonic() - sent
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        killed_if_left(process)
     drain(sock, messages)
     text = output(tmp_path)
     assert status == 0, text
@@ -180,9 +193,7 @@ def test_sigkill_mid_training_resumes_from_the_newest_valid_checkpoint_with_the_
         process.send_signal(signal.SIGKILL)
         process.wait(timeout=30)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        killed_if_left(process)
     store = tmp_path / "state" / "samples.db"
     with sqlite3.connect(store) as db:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
@@ -219,18 +230,13 @@ def test_sigterm_while_the_kernels_compile_stops_at_once_and_never_says_ready(tm
                                                 "NUMBA_CACHE_DIR": str(tmp_path / "empty-cache")})
     messages = []
     try:
-        deadline = time.monotonic() + DEADLINE
-        while "loading the kernels" not in output(tmp_path):
-            assert process.poll() is None and time.monotonic() < deadline, output(tmp_path)
-            time.sleep(0.05)
+        wait_for_output(tmp_path, process, "loading the kernels")
         time.sleep(0.5)                                   # inside the compile now
         process.send_signal(signal.SIGTERM)
         receive(sock, messages, lambda m: any(f.get("STOPPING") == "1" for _, f in m), "STOPPING=1", process)
         status = process.wait(timeout=DEADLINE)
     finally:
-        if process.poll() is None:
-            process.kill()
-            process.wait()
+        killed_if_left(process)
     drain(sock, messages)
     text = output(tmp_path)
     assert status == 0, text
@@ -250,10 +256,7 @@ def test_after_a_compile_cut_short_the_next_start_compiles_and_runs(tmp_path):
     env = {"PI_BACKPROP_BACKEND": "numba", "NUMBA_CACHE_DIR": str(tmp_path / "cache")}
     for delay in (0.5, 3.0):          # twice, at different points of the compile
         process = start(tmp_path, env=env)
-        deadline = time.monotonic() + DEADLINE
-        while "loading the kernels" not in output(tmp_path):
-            assert process.poll() is None and time.monotonic() < deadline, output(tmp_path)
-            time.sleep(0.05)
+        wait_for_output(tmp_path, process, "loading the kernels")
         time.sleep(delay)
         process.send_signal(signal.SIGTERM)
         assert process.wait(timeout=DEADLINE) == 0, output(tmp_path)
