@@ -429,6 +429,7 @@ class Service:
                 if self.resting:
                     _log.info("new samples: training again at step %d", self.trainer.step)
                     self.resting = False
+                    self._update_lights()    # "training" before its first step, not after the burst
         except DataError as error:      # a locked or failing store: train on when it reads again
             self.keeper.failed(error)
             if not self.keeper.damaged:  # a damaged one: the keeper's repair says so

@@ -97,11 +97,11 @@ def test_a_store_locked_by_another_process_loses_no_sample_and_says_so_once(tmp_
         wait_for(lambda: any("writable again" in m for m in messages(caplog, logging.INFO)), what="the all-clear")
         service.commands.submit("pause", source="test").result(DEADLINE)
         captured_labelled = {e.data["time"] for e in record.of("prediction") if e.data["label"] is not None}
-        stored_times = {e.data["time"] for e in record.of("sample")}
+    stored_times = {e.data["time"] for e in record.of("sample")}     # the stop stores the last batch
     lock_lines = [m for m in messages(caplog) if "is locked by" in m and not m.startswith("metrics not stored")]
     assert len(lock_lines) == 1 and f"pid {holder.pid} python" in lock_lines[0]
     missing = captured_labelled - stored_times
-    assert len(missing) <= 2, missing        # at most the samples in flight at the stop
+    assert len(missing) <= 2, missing        # at most the samples in flight at the pause
     with SampleStore(state / "samples.db", readonly=True) as store:
         assert len(store) >= len(stored_times) - 1
     assert not any(r.exc_info for r in caplog.records)
