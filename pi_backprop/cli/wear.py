@@ -9,6 +9,10 @@ sent to storage) is read from READY on, for two situations of each shipped servi
 - **steady**: the samples are in, nobody labels; measured once the service has trained on
   what it has, rested and saved that (what it wrote until then is ``to_rest_bytes``).
 
+The child's log goes to a pipe that this process reads, as it goes to journald under
+systemd: ``write_bytes`` is then the service's own writes (store, checkpoints), and the log's
+size is given on its own (journald writes it, compressed, in its own files).
+
 Linux only (``/proc``).
 """
 
@@ -17,6 +21,7 @@ import signal
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from pathlib import Path
 
@@ -25,12 +30,36 @@ STEADY_SAMPLES = 400        # labelled samples in the store for the steady case
 READY_TIMEOUT = 600.0       # seconds: a first compile on a slow board
 
 
-def _config(model: str, scenario: str) -> str:
+def _config(model: str, scenario: str, write_every: float | None) -> str:
     labelling = scenario == "collecting"
+    store = "" if write_every is None else f"[store]\nwrite_every_seconds = {write_every}\n"
     return (f'[model]\nname = "{model}"\n[source]\nkind = "{MODELS[model]}"\n'
             f"interval = {1.0 if labelling else 0.05}\n"
             f"[labels]\nsimulated = {'true' if labelling else 'false'}\n"
-            "[training]\nmin_samples_per_class = 5\n")
+            f"[training]\nmin_samples_per_class = 5\n{store}")
+
+
+class _Log:
+    """The child's output, read from its pipe as journald would: the text and its size."""
+
+    def __init__(self, pipe):
+        self.text, self.bytes = "", 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
+        self._thread.start()
+
+    def _read(self, pipe) -> None:
+        for line in pipe:
+            with self._lock:
+                self.text += line.decode(errors="replace")
+                self.bytes += len(line)
+
+    def read(self) -> str:
+        with self._lock:
+            return self.text
+
+    def close(self) -> None:
+        self._thread.join(timeout=10)
 
 
 def _fill(state: Path, model: str) -> None:
@@ -72,11 +101,11 @@ def _stored(state: Path) -> tuple[int, int]:
     return int(count), int(size)
 
 
-def _wait_for_rest(log: Path, child: subprocess.Popen) -> None:
+def _wait_for_rest(log: _Log, child: subprocess.Popen) -> None:
     """Until the service has rested and written the checkpoint after it."""
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
-        text = log.read_text()
+        text = log.read()
         rest = text.find("resting until new samples come")
         if rest >= 0 and "checkpoint ckpt-" in text[rest:]:
             return
@@ -85,34 +114,36 @@ def _wait_for_rest(log: Path, child: subprocess.Popen) -> None:
         time.sleep(0.2)
 
 
-def measure(model: str, scenario: str, seconds: float, workdir: Path, env: dict | None = None) -> dict:
+def measure(model: str, scenario: str, seconds: float, workdir: Path, env: dict | None = None,
+            write_every: float | None = None) -> dict:
     """One run: write_bytes from READY on for ``seconds``; the figures per hour and per day,
-    and for collecting the sample data stored meanwhile."""
+    the log's size meanwhile, and for collecting the sample data stored meanwhile.
+    ``write_every``: the service's ``store.write_every_seconds`` (None: its default)."""
     folder = Path(tempfile.mkdtemp(prefix=f"wear-{model}-{scenario}-", dir=workdir))
     config, state = folder / "config.toml", folder / "state"
-    config.write_text(_config(model, scenario))
+    config.write_text(_config(model, scenario, write_every))
     if scenario == "steady":
         _fill(state, model)
-    log = (folder / "log.txt").open("w")
     child = subprocess.Popen([sys.executable, "-m", "pi_backprop", "run", "--simulate", "--config", str(config),
-                              "--state-dir", str(state)], stdout=log, stderr=subprocess.STDOUT,
+                              "--state-dir", str(state)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                              env=dict(env or os.environ, PYTHONUNBUFFERED="1"))
+    log = _Log(child.stdout)
     try:
         deadline = time.monotonic() + READY_TIMEOUT
-        while "ready:" not in (folder / "log.txt").read_text():
+        while "ready:" not in log.read():
             if child.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the service did not start: {(folder / 'log.txt').read_text()[-2000:]}")
+                raise RuntimeError(f"the service did not start: {log.read()[-2000:]}")
             time.sleep(0.1)
         settled = {"to_rest_bytes": None, "to_rest_seconds": None}
         if scenario == "steady":   # the steady state begins once it has trained enough and saved that
             ready_bytes, ready_time = _written(child.pid), time.monotonic()
-            _wait_for_rest(folder / "log.txt", child)
+            _wait_for_rest(log, child)
             settled = {"to_rest_bytes": _written(child.pid) - ready_bytes,
                        "to_rest_seconds": round(time.monotonic() - ready_time, 1)}
-        before, samples_before = _written(child.pid), _stored(state)
+        before, samples_before, log_before = _written(child.pid), _stored(state), log.bytes
         started = time.monotonic()
         time.sleep(seconds)
-        after, elapsed = _written(child.pid), time.monotonic() - started
+        after, elapsed, log_bytes = _written(child.pid), time.monotonic() - started, log.bytes - log_before
         samples_after = _stored(state)
     finally:
         child.send_signal(signal.SIGTERM)
@@ -122,32 +153,40 @@ def measure(model: str, scenario: str, seconds: float, workdir: Path, env: dict 
         raise RuntimeError("/proc/<pid>/io cannot be read here (not Linux?)")
     written = after - before
     stored, data = samples_after[0] - samples_before[0], samples_after[1] - samples_before[1]
-    result = {"model": model, "scenario": scenario, "seconds": round(elapsed, 1), "write_bytes": written,
-              "per_hour": written / elapsed * 3600, "per_day": written / elapsed * 86400,
-              "samples_stored": stored, "sample_bytes": data, **settled}
+    result = {"model": model, "scenario": scenario, "write_every": write_every, "seconds": round(elapsed, 1),
+              "write_bytes": written, "per_hour": written / elapsed * 3600, "per_day": written / elapsed * 86400,
+              "log_per_day": log_bytes / elapsed * 86400, "samples_stored": stored, "sample_bytes": data,
+              **settled}
     if scenario == "collecting" and data > 0:
         result["times_raw"] = written / data
     return result
 
 
+LONG_BATCH = 60.0            # seconds: the collecting case again with store.write_every_seconds this long
+
+
 def run_all(seconds: float, workdir: Path | None = None, env: dict | None = None) -> list:
-    """Both situations for both shipped service models."""
+    """Both situations for both shipped service models, and collecting with LONG_BATCH."""
     workdir = Path(workdir or tempfile.gettempdir())
-    return [measure(model, scenario, seconds, workdir, env)
-            for model in MODELS for scenario in ("collecting", "steady")]
+    cases = [(scenario, None) for scenario in ("collecting", "steady")] + [("collecting", LONG_BATCH)]
+    return [measure(model, scenario, seconds, workdir, env, write_every)
+            for model in MODELS for scenario, write_every in cases]
 
 
 def markdown(results: list) -> str:
     from ..budget import size_text
 
-    lines = ["| model | situation | written per hour | per day | sample data stored per hour | written / data |",
-             "|---|---|---|---|---|---|"]
+    lines = ["| model | situation | written per hour | per day | sample data stored per hour | written / data "
+             "| log per day |",
+             "|---|---|---|---|---|---|---|"]
     notes = []
     for r in results:
         data = r["sample_bytes"] / r["seconds"] * 3600
         ratio = f"{r['times_raw']:.1f}×" if "times_raw" in r else "-"
-        lines.append(f"| {r['model']} | {r['scenario']} | {size_text(r['per_hour'])} | {size_text(r['per_day'])} | "
-                     f"{size_text(data) if r['sample_bytes'] else '-'} | {ratio} |")
+        every = r.get("write_every")
+        situation = r["scenario"] + ("" if every is None else f", write_every_seconds {every:g}")
+        lines.append(f"| {r['model']} | {situation} | {size_text(r['per_hour'])} | {size_text(r['per_day'])} | "
+                     f"{size_text(data) if r['sample_bytes'] else '-'} | {ratio} | {size_text(r['log_per_day'])} |")
         if r.get("to_rest_bytes") is not None:
             notes.append(f"{r['model']}: {size_text(r['to_rest_bytes'])} written from READY until it rested "
                          f"({r['to_rest_seconds']:.0f} s)")

@@ -150,6 +150,9 @@ SCHEMA = {
         "max_bytes": Key("int", 100_000_000, "sample data kept in bytes, all classes together",
                          live=True, minimum=1_000_000),
         "keep_unlabelled": Key("bool", False, "also store samples no button labelled", live=True),
+        "write_every_seconds": Key("float", 5.0, "captured samples go to the card together this often: a power "
+                                   "cut loses at most this much labelling, a longer time spares the card",
+                                   live=True, minimum=0, maximum=600),
     },
     "predict": {
         "jsonl": Key("str", "", "append each prediction as a JSON line to this file; \"\" = none",

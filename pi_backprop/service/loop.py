@@ -179,7 +179,8 @@ class Service:
         self.keeper = StoreKeeper(store_path, definition, bounds, on_replaced=self._store_replaced)
         self._stack.callback(self.keeper.close)   # the store in use then (it may be replaced)
         self.keeper.open()
-        self.writer = SampleWriter(self.keeper, on_stored=self._sample_stored, on_failure=self._part_failed)
+        self.writer = SampleWriter(self.keeper, on_stored=self._sample_stored, on_failure=self._part_failed,
+                                   batch_seconds=config.store.write_every_seconds)
         read, simulated = open_source(config, definition, self._stack, simulate=self.simulate,
                                       stop_event=self.stop_event)
         buttons, button_pins = self._open_buttons()
@@ -793,6 +794,7 @@ class Service:
                 _log.info("%s: new learning rate %g: training resumes", source, training.lr)
             self.training_stopped, self.rollbacks = False, 0
         self.keeper.bounds.update(max_per_class=new.store.max_per_class, max_bytes=new.store.max_bytes)
+        self.writer.batch_seconds = new.store.write_every_seconds
         try:
             self.store.set_limits(max_per_class=new.store.max_per_class, max_bytes=new.store.max_bytes)
         except DataError as error:

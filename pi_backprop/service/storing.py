@@ -5,10 +5,11 @@
     writer.retry()                  # every pass of the loop: stores what waited, when due
     writer.retry(now=True)          # before stopping
 
-Samples are stored in batches, one transaction for all that came in ``BATCH_SECONDS`` (or
-``BATCH_SAMPLES`` of them): a transaction writes whole pages of the card (the table's, its
-index's, the id counter's), and a sensor window is a fraction of one page. A power cut
-loses at most the samples of the batch being gathered.
+Samples are stored in batches, one transaction for all that came in ``batch_seconds``
+(``store.write_every_seconds``, or ``BATCH_SAMPLES`` of them): a transaction writes whole
+pages of the card (the table's, its index's, the id counter's, the file header), and a
+sensor window is a fraction of one page. A power cut loses at most the samples of the
+batch being gathered.
 
 - A **full disk** drops the sample (the disk cannot hold it): one error line with the space
   left, then quiet; storing resumes by itself with the first sample that fits, and says how
@@ -41,7 +42,7 @@ from .storekeeper import StoreKeeper
 
 _log = logging.getLogger(__name__)
 
-BATCH_SECONDS = 5.0        # samples are stored this often ...
+BATCH_SECONDS = 5.0        # samples are stored this often (store.write_every_seconds) ...
 BATCH_SAMPLES = 64         # ... or once this many wait
 PENDING_SAMPLES = 256      # samples kept in memory while the store is locked
 FIRST_RETRY = 1.0          # seconds before the first retry; doubles each time
@@ -57,8 +58,9 @@ class SampleWriter:
     """
 
     def __init__(self, keeper: StoreKeeper, *, on_stored: Callable[[int, Sample, str], object],
-                 on_failure: Callable[[str, str], object]):
+                 on_failure: Callable[[str, str], object], batch_seconds: float = BATCH_SECONDS):
         self.keeper = keeper
+        self.batch_seconds = batch_seconds     # seconds a batch gathers before it is stored
         self.on_stored, self.on_failure = on_stored, on_failure
         self.pending = collections.deque()     # (sample, source) not stored yet
         # What the last try met: None, "full", "locked", "damaged" or "failing"; a store opened
@@ -97,7 +99,7 @@ class SampleWriter:
         clock = time.monotonic()
         if self.trouble is not None:
             return clock >= self._next_try
-        return len(self.pending) >= BATCH_SAMPLES or clock - self._batch_started >= BATCH_SECONDS
+        return len(self.pending) >= BATCH_SAMPLES or clock - self._batch_started >= self.batch_seconds
 
     def _store_pending(self) -> None:
         if self.keeper.damaged:

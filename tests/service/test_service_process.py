@@ -132,7 +132,8 @@ def test_notify_socket_sigterm_checkpoint_and_resume_at_the_same_step(tmp_path, 
     sock, path = notify_socket
     # No timed checkpoint: a slow board could otherwise write one just before the SIGTERM
     # comes, and the stop would rightly find nothing new to save.
-    (tmp_path / "config.toml").write_text(CONFIG.replace("checkpoint_every_seconds = 1", "checkpoint_every_seconds = 3600"))
+    untimed = CONFIG.replace("checkpoint_every_seconds = 1", "checkpoint_every_seconds = 3600")
+    (tmp_path / "config.toml").write_text(untimed)
     process = start(tmp_path, notify=path)
     messages = []
     try:

@@ -72,3 +72,18 @@ def test_training_rests_after_enough_epochs_and_wakes_for_new_samples(tmp_path, 
     assert any(r.getMessage().startswith("new samples: training again") for r in caplog.records)
     assert not any(r.exc_info for r in caplog.records)
     assert np.isfinite(service.result["accuracy"])
+
+
+def test_write_every_seconds_gathers_samples_in_memory_and_a_reload_changes_it(tmp_path):
+    state = tmp_path / "state"
+    slow = {"source": {"kind": "simulated-sensor", "interval": 0.2}}   # 5 a second: under a full batch
+    config = write_config(tmp_path / "c.toml", store={"write_every_seconds": 600}, **slow)
+    with running(config, state) as service:
+        wait_for(lambda: service.writer.waiting >= 5, what="samples gathered")
+        assert len(service.store) == 0                       # none written yet: the batch gathers
+        write_config(config, store={"write_every_seconds": 0}, **slow)
+        service.commands.submit("reload", source="test").result(60)
+        wait_for(lambda: service.writer.waiting == 0 and len(service.store) >= 5, what="the batch stored")
+        stored = len(service.store)
+        wait_for(lambda: len(service.store) > stored, what="the next sample stored at once")
+        assert service.writer.waiting == 0
