@@ -156,6 +156,11 @@ def salvage(path: Path | str, *, class_names: tuple | None = None, bounds: dict 
             metrics_saved = store.record_metric_rows(reader.metrics())
             saved_ids = store.sample_ids()
         _checkpoint_fully(fresh)
+    except StoreFullError:
+        _remove_with_journal(fresh)
+        raise StoreFullError(f"cannot repair {path}: the disk filled up while the salvaged copy was written "
+                             f"(the copy is removed, {free_text(path)} now); the damaged file is where it was: "
+                             "free some space and repair it again") from None
     except BaseException:
         _remove_with_journal(fresh)
         raise
@@ -217,7 +222,7 @@ def _swap(path: Path, fresh: Path) -> Path:
 
 def _open_read_only(path: Path) -> sqlite3.Connection:
     uri = path.resolve().as_uri() + "?mode=ro"
-    db = sqlite3.connect(uri, uri=True, isolation_level=None)
+    db = _reading_past_the_size(sqlite3.connect(uri, uri=True, isolation_level=None))
     try:
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()   # NOTADB shows here
     except sqlite3.OperationalError as error:
@@ -226,8 +231,16 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
             raise
         # No room or no right for the -shm file (a full disk, a read-only file system): the
         # file as it is, without the WAL's newest pages.
-        db = sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None)
+        db = _reading_past_the_size(sqlite3.connect(uri + "&immutable=1", uri=True, isolation_level=None))
         db.execute("SELECT count(*) FROM sqlite_master").fetchone()
+    return db
+
+
+def _reading_past_the_size(db: sqlite3.Connection) -> sqlite3.Connection:
+    """A file shorter than its header says (a truncated copy, a card that lost its tail) is
+    refused as a whole unless the schema is writable; on this read-only connection that lets
+    SQLite read the pages that are there."""
+    db.execute("PRAGMA writable_schema = ON")
     return db
 
 

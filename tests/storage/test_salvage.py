@@ -2,15 +2,16 @@
 What is saved must be exactly what was stored (same ids, so the same split), what is lost
 must be counted, and the damaged file must be kept."""
 
+import contextlib
 import sqlite3
 import subprocess
 import sys
 
 import numpy as np
 import pytest
-from store_damage import damage, filled_store, root_page, settle, spread_pages
+from store_damage import PAGE, damage, filled_store, root_page, settle, spread_pages
 
-from pi_backprop.exc import DataError, StoreLockedError
+from pi_backprop.exc import DataError, StoreFullError, StoreLockedError
 from pi_backprop.storage import salvage
 from pi_backprop.storage.split import LEGACY_OFFSET
 from pi_backprop.storage.store import SampleStore
@@ -126,3 +127,85 @@ def test_salvage_refuses_while_another_process_has_the_store_open(tmp_path):
         assert not list(tmp_path.glob("samples.db.corrupt-*")), "nothing moved while it is in use"
     finally:
         holder.communicate("\n")
+
+
+def test_a_disk_too_full_for_the_salvage_leaves_the_damaged_file_as_it_was(tmp_path, small_disk):
+    disk = small_disk(8)
+    path = disk.path / "samples.db"
+    filled_store(path, NAMES, samples=200, metrics=False)   # about 0.9 MB of samples
+    damage(path, spread_pages(path, 4, spare=("classes", "settings", "sqlite_sequence")))
+    before = path.read_bytes()
+    disk.fill()
+    files = sorted(disk.path.iterdir())
+    with pytest.raises(StoreFullError, match="the salvage needs up to .* free, the disk has"):
+        salvage.salvage(path)
+    assert path.read_bytes() == before
+    assert sorted(disk.path.iterdir()) == files
+    disk.free_up()
+    assert salvage.salvage(path).saved > 0 and salvage.check(path) == []
+
+
+def test_a_disk_that_fills_during_the_salvage_leaves_the_damaged_file_as_it_was(tmp_path, small_disk, monkeypatch):
+    disk = small_disk(8)
+    path = disk.path / "samples.db"
+    filled_store(path, NAMES, samples=200, metrics=False)
+    damage(path, spread_pages(path, 4, spare=("classes", "settings", "sqlite_sequence")))
+    before = path.read_bytes()
+    with open(disk.path / "filler", "wb") as filler:  # room for part of the fresh store only
+        filler.write(b"\0" * (disk_free(disk.path) - 300_000))
+    files = sorted(disk.path.iterdir())
+    monkeypatch.setattr(salvage, "free_bytes", lambda _: None)   # past the check before it starts
+    with pytest.raises(StoreFullError, match="the disk filled up while the salvaged copy was written .* the "
+                       "damaged file is where it was: free some space and repair it again"):
+        salvage.salvage(path)
+    assert path.read_bytes() == before
+    assert sorted(disk.path.iterdir()) == files, "the part-written store goes"
+
+
+def disk_free(folder):
+    import os
+
+    stats = os.statvfs(folder)
+    return stats.f_bavail * stats.f_frsize
+
+
+def test_a_huge_gap_in_the_ids_is_stepped_over_by_the_index(tmp_path):
+    path = tmp_path / "samples.db"
+    filled_store(path, NAMES, samples=60)
+    with contextlib.closing(sqlite3.connect(path)) as db, db:   # as bounds and a crafted file leave it
+        data = np.full(1000, 999, np.float32).tobytes()
+        db.execute("INSERT INTO samples (id, time, source, label, shape, dtype, nbytes, data) "
+                   "VALUES (?, 1.0, 'test', 0, '[1000]', '<f4', 4000, ?)", (10**9, data))
+    settle(path)
+    before, _ = stored(path)
+    damage(path, spread_pages(path, 3, spare=("classes", "settings", "sqlite_sequence", "samples_by_label")))
+    report = salvage.salvage(path)
+    after, _ = stored(path)
+    assert 10**9 in after and after[10**9] == before[10**9]
+    assert report.saved + report.lost == 61 and report.lost > 0
+    with SampleStore(path) as store:
+        assert store.add_sample(np.zeros(1000, np.float32), 0) > 10**9
+
+
+def test_a_file_that_is_no_sqlite_file_is_refused_without_force(tmp_path):
+    path = tmp_path / "samples.db"
+    path.write_text("these are my notes, not a sample store\n" * 200)
+    before = path.read_bytes()
+    with pytest.raises(DataError, match="does not begin as an SQLite file does; .* add --force"):
+        salvage.salvage(path)
+    assert path.read_bytes() == before and list(tmp_path.iterdir()) == [path]
+
+
+def test_a_truncated_store_keeps_the_samples_before_the_cut(tmp_path):
+    path = tmp_path / "samples.db"
+    numbers = filled_store(path, NAMES, samples=200, metrics=False)
+    size = path.stat().st_size
+    with open(path, "r+b") as file:                   # a copy cut short, a card that lost its tail
+        file.truncate(size // 2 // PAGE * PAGE)
+    assert salvage.check(path), "the cut must show"
+    report = salvage.salvage(path)
+    after, _ = stored(path)
+    assert 0 < report.saved < 200 and len(after) == report.saved
+    assert all(row[1] == numbers[sample_id] for sample_id, row in after.items())
+    assert report.lost is None or report.saved + report.lost == 200
+    assert salvage.check(path) == [] and report.aside.stat().st_size == size // 2 // PAGE * PAGE
