@@ -2,7 +2,9 @@
 with the newest checkpoint, and show the top classes with their confidence.
 
 Confidence is the softmax of the outputs for a cross-entropy model and the (sigmoid)
-outputs for an MSE model. ``--json`` prints one JSON object per input line instead.
+outputs for an MSE model. An input whose best confidence is below ``--min-confidence`` is
+reported as unsure (its top classes are still listed). ``--json`` prints one JSON object per
+input line instead.
 """
 
 import argparse
@@ -24,6 +26,7 @@ examples:
   pi-backprop predict inputs.npy --json
   pi-backprop predict --camera                       a fresh frame from the Pi camera
   pi-backprop predict --camera --simulate            the simulated camera (on a desktop)
+  pi-backprop predict photo.png --min-confidence 0.8 "unsure" below 80% confidence
 """
 
 
@@ -38,6 +41,9 @@ def add_arguments(parser):
     parser.add_argument("--simulate", action="store_true", help="with --camera: use the simulated camera")
     parser.add_argument("--seed", type=int, help="with --simulate: the simulated camera's seed (default: random)")
     parser.add_argument("--top", type=int, default=3, metavar="K", help="classes listed per input (default 3)")
+    parser.add_argument("--min-confidence", type=float, default=0.0, metavar="P",
+                        help="report an input as unsure when its best confidence is below P (0..1; "
+                             "default 0: never), as the service's [predict] min_confidence does")
     parser.add_argument("--json", action="store_true", help="one JSON object per input, for scripts")
 
 
@@ -48,6 +54,8 @@ def run(args) -> int:
         raise ConfigError("--simulate and --seed go with --camera")
     if args.top < 1:
         raise ConfigError(f"--top must be at least 1, got {args.top}")
+    if not 0 <= args.min_confidence <= 1:
+        raise ConfigError(f"--min-confidence must be between 0 and 1 (0.8 = 80%), got {args.min_confidence:g}")
     loaded = load_newest(args.state_dir, args.checkpoint)
     shape = tuple(loaded.definition.input_shape)
     if args.camera:
@@ -60,8 +68,9 @@ def run(args) -> int:
     for name, row in zip(names, scores):
         order = np.argsort(-row, kind="stable")[:top]
         ranked = [(loaded.class_names[i], float(row[i])) for i in order]
+        unsure = ranked[0][1] < args.min_confidence
         if args.json:
-            record = {"input": name, "class": ranked[0][0], "confidence": round(ranked[0][1], 6),
+            record = {"input": name, "class": ranked[0][0], "confidence": round(ranked[0][1], 6), "unsure": unsure,
                       "top": [{"class": c, "confidence": round(p, 6)} for c, p in ranked],
                       "model": loaded.definition.name, "checkpoint": str(loaded.info.path),
                       "step": loaded.info.step}
@@ -69,17 +78,19 @@ def run(args) -> int:
                 record["shown"] = truth
             print(json.dumps(record))
         else:
-            _print_text(name, ranked, truth)
+            _print_text(name, ranked, truth, unsure)
     if not args.json:
         print(f"({loaded.definition.name}, {loaded.info.path.name}, step {loaded.info.step}; "
               f"confidence: {'sigmoid outputs' if loaded.definition.loss == 'mse' else 'softmax'})")
     return 0
 
 
-def _print_text(name, ranked, truth):
+def _print_text(name, ranked, truth, unsure):
+    """ranked: (class name, confidence 0..1) pairs, best first; truth: what a simulated camera showed."""
     best, confidence = ranked[0]
+    guess = f"{best} {100 * confidence:.1f}%"
     shown = f"  (the simulated camera showed {truth})" if truth is not None else ""
-    print(f"{name}: {best} {100 * confidence:.1f}%{shown}")
+    print(f"{name}: {f'unsure ({guess})' if unsure else guess}{shown}")
     width = max(len(c) for c, _ in ranked)
     for place, (label, p) in enumerate(ranked, 1):
         print(f"  {place}. {label:<{width}} {100 * p:5.1f}%")

@@ -160,6 +160,8 @@ SCHEMA = {
         "jsonl_max_bytes": Key("int", 10_000_000, "rotate the JSON-lines file at this size "
                                "(one old file is kept)", live=True, minimum=10_000),
         "log_all": Key("bool", False, "log every prediction at info level (else debug)", live=True),
+        "min_confidence": Key("float", 0.0, "a prediction less confident than this is reported as unsure "
+                              "(the class LEDs stay dark); 0 = never unsure", live=True, minimum=0, maximum=1),
     },
     "logging": {
         "level": Key("str", "info", "log level", live=True, choices=("debug", "info", "warning", "error")),

@@ -19,8 +19,10 @@ state       state ("starting", "collecting", "training", "paused", "resting" (tr
 lights      state (the status-LED pattern's name), text (what the LEDs show, in words)
 sample      id (the store's sample id), label (class index or None), class (name or None),
             source, time (Unix seconds of the capture); a deleted sample: id, deleted (True)
-prediction  index, class, confidence (0..1), scores (one confidence per class), label (the
-            sample's label or None), step, time (Unix seconds of the capture)
+prediction  index, class, confidence (0..1), unsure (True when confidence is below
+            [predict] min_confidence: index and class are then only the best guess), scores
+            (one confidence per class), label (the sample's label or None), step, time (Unix
+            seconds of the capture)
 metrics     step, train_loss, train_accuracy, eval_loss, eval_accuracy, eval_samples, lr
 checkpoint  path, step
 rollback    step (the step now in use), lr, reason, automatic (True after divergence)

@@ -43,7 +43,7 @@ from .commands import Command, Commands
 from .config import NO_PIN, Config, diff_live, load_config
 from .events import Event, EventBus
 from .labelling import Labelling
-from .predictions import PredictionReporter, prediction
+from .predictions import PredictionReporter, class_to_light, prediction
 from .sdnotify import Notifier
 from .storekeeper import StoreKeeper
 from .storing import SampleWriter
@@ -194,7 +194,7 @@ class Service:
                                            max_bytes=config.predict.jsonl_max_bytes,
                                            log_all=config.predict.log_all)
         self.events.subscribe(self.reporter.on_event, "prediction")
-        self.events.subscribe(lambda event: self.lights.show_prediction(event.data["index"]), "prediction")
+        self.events.subscribe(lambda event: self.lights.show_prediction(class_to_light(event.data)), "prediction")
         self._warm_up_or_stop()
         self.capture = Capture(read, self.labelling.take, interval=config.source.interval,
                                stop_event=self.stop_event,
@@ -346,7 +346,8 @@ class Service:
     def _handle_sample(self, sample: Sample) -> None:
         model = self.trainer.model
         scores = confidences(model.predict(sample.x[None]), self.definition.loss)[0]
-        self.events.publish("prediction", **prediction(sample, scores, self.trainer.step, self.definition.classes))
+        self.events.publish("prediction", **prediction(sample, scores, self.trainer.step, self.definition.classes,
+                                                       self.config.predict.min_confidence))
         if sample.label is None and not self.config.store.keep_unlabelled:
             return
         self.writer.add(sample, "simulated" if self.simulate else self.config.source.kind)

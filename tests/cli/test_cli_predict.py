@@ -173,6 +173,7 @@ def test_npy_batch_matches_the_model(capsys, tmp_path, camera_state):
     for i, record in enumerate(records):
         assert record["input"] == f"{tmp_path}/batch.npy[{i}]" and record["step"] == 300
         assert record["class"] == classes[int(expected[i].argmax())]
+        assert record["unsure"] is False                  # no --min-confidence: never unsure
         got = {entry["class"]: entry["confidence"] for entry in record["top"]}
         np.testing.assert_allclose([got[c] for c in classes], expected[i], atol=1e-6)
 
@@ -183,6 +184,36 @@ def test_npy_raw_uint8_frame_goes_through_preprocessing(capsys, tmp_path, camera
     status, out, _ = run(capsys, "--state-dir", camera_state, tmp_path / "frame.npy", "--json")
     assert status == 0
     assert json.loads(out)["class"] == "hbar"
+
+
+def test_min_confidence_reports_the_inputs_below_it_unsure_and_still_lists_their_top_classes(
+        capsys, tmp_path, camera_state):
+    x, _ = simulated.camera_dataset(8, 11, (1, 12, 12), ("empty", "circle", "hbar", "vbar"))
+    np.save(tmp_path / "batch.npy", x)
+    model, _ = newest_model(camera_state)
+    best = confidences(model.predict(x), "softmax_cross_entropy").max(axis=1)
+    ordered = np.sort(best)
+    widest = int(np.argmax(np.diff(ordered)))            # a threshold far from every confidence
+    threshold = float(ordered[widest] + ordered[widest + 1]) / 2
+    expected = best < threshold
+    assert expected.any() and not expected.all()
+
+    status, out, _ = run(capsys, "--state-dir", camera_state, tmp_path / "batch.npy", "--json",
+                         "--min-confidence", threshold)
+    assert status == 0
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["unsure"] for r in records] == expected.tolist()
+    np.testing.assert_allclose([r["confidence"] for r in records], best, atol=1e-6)   # the best guess stays
+
+    status, out, _ = run(capsys, "--state-dir", camera_state, tmp_path / "batch.npy", "--min-confidence", threshold)
+    assert status == 0
+    lines = out.splitlines()
+    for i, record in enumerate(records):
+        at = lines.index(next(line for line in lines if line.startswith(f"{tmp_path}/batch.npy[{i}]: ")))
+        guess = f"{record['class']} {100 * record['confidence']:.1f}%"
+        assert lines[at] == f"{tmp_path}/batch.npy[{i}]: " + (f"unsure ({guess})" if expected[i] else guess)
+        assert [line.split()[:2] for line in lines[at + 1:at + 4]] == [[f"{k}.", e["class"]]
+                                                                       for k, e in enumerate(record["top"], 1)]
 
 
 @pytest.mark.parametrize("seed", [1, 2, 3, 4])
@@ -223,7 +254,11 @@ def _pickled(path):
                         "sudo apt install python3-pil); or convert it to PNG"),
     (["{t}/notes.txt"], "{t}/notes.txt is not a PNG image (and Pillow, which reads other formats, is not "
                         "installed: pip install pillow (on Raspberry Pi OS: sudo apt install python3-pil))"),
-], ids=["nothing", "both", "simulate-alone", "missing", "shape", "pickle", "nan", "jpeg", "text"])
+    (["{t}/a.npy", "--min-confidence", "1.5"], "--min-confidence must be between 0 and 1 (0.8 = 80%), got 1.5"),
+    (["{t}/a.npy", "--min-confidence", "-0.1"], "--min-confidence must be between 0 and 1 (0.8 = 80%), got -0.1"),
+    (["{t}/a.npy", "--min-confidence", "nan"], "--min-confidence must be between 0 and 1 (0.8 = 80%), got nan"),
+], ids=["nothing", "both", "simulate-alone", "missing", "shape", "pickle", "nan", "jpeg", "text",
+        "min-confidence-above-1", "min-confidence-below-0", "min-confidence-nan"])
 def test_errors_are_one_line(capsys, tmp_path, camera_state, no_pillow, args, message):
     np.save(tmp_path / "bad.npy", np.zeros((5, 5), np.float32))
     np.save(tmp_path / "nan.npy", np.full((1, 12, 12), np.nan, np.float32))
@@ -233,6 +268,15 @@ def test_errors_are_one_line(capsys, tmp_path, camera_state, no_pillow, args, me
     status, out, err = run(capsys, "--state-dir", camera_state, *[a.format(t=tmp_path) for a in args])
     assert status == 2 and out == ""
     assert err == f"pi-backprop predict: error: {message.format(t=tmp_path)}\n"
+
+
+def test_min_confidence_that_is_no_number_is_a_usage_error(capsys, camera_state):
+    with pytest.raises(SystemExit) as exit_info:
+        main(["predict", "--state-dir", str(camera_state), "a.npy", "--min-confidence", "high"])
+    out, err = capsys.readouterr()
+    assert exit_info.value.code == 2 and out == ""
+    assert err == ("pi-backprop predict: error: argument --min-confidence: invalid float value: 'high' "
+                   "(see pi-backprop predict --help)\n")
 
 
 def test_pi_camera_missing_on_a_desktop(capsys, camera_state, monkeypatch):

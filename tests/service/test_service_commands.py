@@ -199,7 +199,7 @@ def test_every_event_is_plain_json_and_the_main_kinds_are_published(tmp_path):
     for event in record.events:
         assert json.loads(json.dumps(event.as_dict(), allow_nan=False))["kind"] == event.kind
     prediction = record.of("prediction")[-1].data
-    assert set(prediction) == {"index", "class", "confidence", "scores", "label", "step", "time"}
+    assert set(prediction) == {"index", "class", "confidence", "unsure", "scores", "label", "step", "time"}
     assert len(prediction["scores"]) == len(service.definition.classes)
     assert record.states()[-1] == "stopping"
     assert {e.kind for e in record.events} >= {"state", "lights", "sample", "prediction", "metrics", "checkpoint",
