@@ -1,5 +1,6 @@
-# Sourced by scripts/test, scripts/demo and scripts/bench: make .venv and install the
-# project into it with the extras named in $1, only when setup.cfg changed since last time.
+# Sourced by scripts/test, scripts/demo, scripts/bench and scripts/small-data: make .venv and
+# install the project into it with the extras named in $1, only when setup.cfg changed since
+# last time.
 # Needs python3 >= 3.11 ($PYTHON overrides). Safe to source again and again.
 set -eu
 root=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
