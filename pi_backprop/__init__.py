@@ -15,9 +15,13 @@ from .modeldef import ModelDefinition, available_models, load_definition, load_m
 from .nn import (  # noqa: E402
     SGD,
     Adam,
+    AdamW,
+    AvgPool2D,
     Conv2D,
     Dense,
+    Dropout,
     Flatten,
+    GlobalAvgPool2D,
     MaxPool2D,
     MSELoss,
     ReLU,
@@ -34,4 +38,5 @@ __all__ = [
     "__version__", "PiBackpropError", "ModelDefinition", "available_models", "load_definition",
     "load_model", "SGD", "Adam", "Conv2D", "Dense", "Flatten", "MaxPool2D", "MSELoss", "ReLU",
     "Sequential", "Sigmoid", "SoftmaxCrossEntropy", "Tanh", "get_backend", "gradcheck", "set_backend",
+    "AdamW", "AvgPool2D", "Dropout", "GlobalAvgPool2D",
 ]

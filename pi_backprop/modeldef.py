@@ -36,8 +36,9 @@ from typing import TYPE_CHECKING, NoReturn
 import numpy as np
 
 from . import budget
-from .exc import ModelDefinitionError
+from .exc import ConfigError, ModelDefinitionError
 from .nn import layers as L
+from .nn.augment import Augment
 from .nn.losses import MSELoss, SoftmaxCrossEntropy
 from .nn.optim import OPTIMIZERS
 from .nn.sequential import Sequential
@@ -53,7 +54,7 @@ TRAINING_KEYS = {"optimizer": str, "lr": float, "batch_size": int, "momentum": f
 DEFAULT_BATCH = 32     # the batch size a definition without one trains with (memory_needed)
 FLOAT_BYTES = 4
 LAYER_TYPES = {cls.toml_type: (cls, cls.toml_required, cls.toml_optional) for cls in L.LAYER_CLASSES}
-TOP_KEYS = {"name", "description", "input_shape", "classes", "loss", "layers", "training"}
+TOP_KEYS = {"name", "description", "input_shape", "classes", "loss", "layers", "training", "augment"}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -67,6 +68,7 @@ class ModelDefinition:
     layers: tuple          # of dicts: {"type": ..., keyword: value}
     training: dict = dataclasses.field(default_factory=dict)
     description: str = ""
+    augment: dict = dataclasses.field(default_factory=dict)   # the [augment] table (nn.augment), set keys only
 
     @classmethod
     def from_dict(cls, data: dict, source: str = "model definition") -> "ModelDefinition":
@@ -108,6 +110,13 @@ class ModelDefinition:
                 fail(f"training.{key} must be > 0, got {value!r}")
             if key in ("momentum", "weight_decay") and not value >= 0:
                 fail(f"training.{key} must be >= 0, got {value!r}")
+        table = data.get("augment", {})
+        if not isinstance(table, dict):
+            fail("[augment] must be a table")
+        try:
+            augment = Augment.from_table(table, tuple(shape)).to_table()
+        except ConfigError as error:
+            fail(str(error))
         layer_specs = data["layers"]
         if not isinstance(layer_specs, list) or not layer_specs:
             fail("layers must be a non-empty list of [[layers]] tables")
@@ -129,7 +138,7 @@ class ModelDefinition:
             layers.append({k: tuple(v) if isinstance(v, list) else v for k, v in spec.items()})
         definition = cls(name=str(data["name"]), input_shape=tuple(shape), classes=tuple(classes),
                          loss=loss, layers=tuple(layers), training=dict(training),
-                         description=str(data.get("description", "")))
+                         description=str(data.get("description", "")), augment=augment)
         # The layers' shapes first, without their arrays: a definition (or a checkpoint
         # header) that asks for more memory than there is must not allocate it.
         layers, outputs = definition._make_layers(allocate=False)
@@ -175,7 +184,7 @@ class ModelDefinition:
         values, workspace, shape = math.prod(self.input_shape), 0, self.input_shape
         for layer in layers:
             out = layer.output_shape(shape)
-            values += math.prod(out)
+            values += math.prod(out) * (2 if isinstance(layer, L.Dropout) else 1)   # and its mask
             if isinstance(layer, L.Conv2D):
                 workspace = max(workspace, math.prod(out[1:]) * layer.in_channels * math.prod(layer.kernel_size))
             shape = out
@@ -190,6 +199,8 @@ class ModelDefinition:
                                                for k, v in spec.items()} for spec in self.layers]}
         if self.training:
             data["training"] = dict(self.training)
+        if self.augment:
+            data["augment"] = dict(self.augment)
         if self.description:
             data["description"] = self.description
         return data

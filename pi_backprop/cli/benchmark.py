@@ -95,7 +95,8 @@ def ours_predict(backend, name):
 
 
 def torch_model(definition):
-    """The same architecture in PyTorch (weights: PyTorch's default initialisation)."""
+    """The same architecture in PyTorch (weights: PyTorch's default initialisation; dropout:
+    PyTorch's own, which draws other masks than ours)."""
     import torch
 
     from ..nn import layers as L
@@ -108,6 +109,12 @@ def torch_model(definition):
                                            layer.stride, layer.padding))
         elif isinstance(layer, L.MaxPool2D):
             modules.append(torch.nn.MaxPool2d(layer.pool_size, layer.stride))
+        elif isinstance(layer, L.AvgPool2D):
+            modules.append(torch.nn.AvgPool2d(layer.pool_size, layer.stride))
+        elif isinstance(layer, L.GlobalAvgPool2D):
+            modules.append(torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten()))  # one per layer
+        elif isinstance(layer, L.Dropout):
+            modules.append(torch.nn.Dropout(layer.p))
         else:
             modules.append({L.Flatten: torch.nn.Flatten, L.ReLU: torch.nn.ReLU, L.Sigmoid: torch.nn.Sigmoid,
                             L.Tanh: torch.nn.Tanh}[type(layer)]())

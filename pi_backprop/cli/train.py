@@ -33,7 +33,8 @@ def add_arguments(parser):
     parser.add_argument("--batch-size", type=int, help="samples per step (default: the model's [training], else 32)")
     parser.add_argument("--lr", type=float,
                         help="learning rate (default: the model's [training], else 0.001 adam / 0.01 sgd)")
-    parser.add_argument("--optimizer", choices=("sgd", "adam"), help="default: the model's [training], else adam")
+    parser.add_argument("--optimizer", choices=("sgd", "adam", "adamw"),
+                        help="default: the model's [training], else adam (adamw: Adam with decoupled weight decay)")
     parser.add_argument("--seed", type=int, help="seed of the initial weights and the data order (default 0)")
     parser.add_argument("--keep", type=int, default=3, help="checkpoints to keep (default 3)")
 

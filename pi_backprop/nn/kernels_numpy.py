@@ -135,6 +135,82 @@ def maxpool_backward(dout, argmax, x_shape, pool, stride):
     return dx
 
 
+# -- average pooling -----------------------------------------------------------------------
+
+def avgpool_forward(x, pool, stride):
+    """x (N, C, H, W) -> y (N, C, OH, OW): the mean of each kh×kw window."""
+    (kh, kw), (sh, sw) = pool, stride
+    windows = _patches(x, kh, kw, sh, sw)
+    return windows.sum(axis=(-2, -1)) / x.dtype.type(kh * kw)
+
+
+def avgpool_backward(dout, x_shape, pool, stride):
+    """Each window's δ shared equally by its kh·kw inputs: dx = Σ_windows δ / (kh·kw)."""
+    (kh, kw), (sh, sw) = pool, stride
+    N, C, OH, OW = dout.shape
+    share = dout / dout.dtype.type(kh * kw)
+    dx = np.zeros(x_shape, dtype=dout.dtype)
+    for i in range(kh):
+        for j in range(kw):
+            dx[:, :, i:i + sh * OH:sh, j:j + sw * OW:sw] += share
+    return dx
+
+
+def global_avgpool_forward(x):
+    """x (N, C, H, W) -> (N, C): the mean of each channel's plane."""
+    return x.sum(axis=(2, 3)) / x.dtype.type(x.shape[2] * x.shape[3])
+
+
+def global_avgpool_backward(dout, x_shape):
+    """dout (N, C) -> dx (N, C, H, W) = δ / (H·W) everywhere in the plane."""
+    share = dout / dout.dtype.type(x_shape[2] * x_shape[3])
+    return np.ascontiguousarray(np.broadcast_to(share[:, :, None, None], x_shape))
+
+
+# -- dropout -------------------------------------------------------------------------------
+
+def dropout_forward(x, mask):
+    """y = x ⊙ mask (inverted dropout: mask 0, or 1/(1 − p), of x's shape)."""
+    return x * mask
+
+
+def dropout_backward(dout, mask):
+    """δ ⊙ mask."""
+    return dout * mask
+
+
+# -- image augmentation (training.augment draws the numbers) -------------------------------
+
+def augment_images(x, coef, bilinear, mean, contrast, brightness, noise, table, offsets):
+    """x (N, C, H, W) -> y of x's dtype. Output pixel (i, j) of sample n reads the input at
+    column coef[n,0]·j + coef[n,1]·i + coef[n,2], row coef[n,3]·j + coef[n,4]·i + coef[n,5]
+    (clamped to the frame; bilinear, or the whole pixel), then, in float64,
+    v ← ((v − mean)·contrast + mean)·brightness + noise·table[offsets[n] + k], k the pixel's
+    index in the sample."""
+    N, C, H, W = x.shape
+    j = np.arange(W, dtype=np.float64)[None, None, :]
+    i = np.arange(H, dtype=np.float64)[None, :, None]
+    at = [coef[:, k, None, None] for k in range(6)]
+    col = np.minimum(np.maximum(at[0] * j + at[1] * i + at[2], 0.0), W - 1.0)   # (N, H, W)
+    row = np.minimum(np.maximum(at[3] * j + at[4] * i + at[5], 0.0), H - 1.0)
+    top, left = np.floor(row).astype(np.intp), np.floor(col).astype(np.intp)
+    n = np.arange(N)[:, None, None]
+    planes = x.transpose(1, 0, 2, 3)    # (C, N, H, W): one gather per channel
+    if bilinear:
+        down, right = row - top, col - left
+        bottom, rightmost = np.minimum(top + 1, H - 1), np.minimum(left + 1, W - 1)
+        upper = planes[:, n, top, left] * (1 - right) + planes[:, n, top, rightmost] * right
+        lower = planes[:, n, bottom, left] * (1 - right) + planes[:, n, bottom, rightmost] * right
+        v = upper * (1 - down) + lower * down
+    else:
+        v = 1.0 * planes[:, n, top, left]
+    v = v.transpose(1, 0, 2, 3)         # (N, C, H, W) again
+    per_sample = (slice(None), None, None, None)
+    v = ((v - mean[per_sample]) * contrast[per_sample] + mean[per_sample]) * brightness[per_sample]
+    v = v + noise * table[offsets[:, None] + np.arange(C * H * W)].reshape(N, C, H, W)
+    return v.astype(x.dtype)
+
+
 # -- optimizer updates on the flat parameter vector ----------------------------------------
 
 def sgd_update(p, g, velocity, lr, momentum, weight_decay):
@@ -148,8 +224,11 @@ def sgd_update(p, g, velocity, lr, momentum, weight_decay):
     p -= lr * g
 
 
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, step):
-    """Adam (Kingma & Ba, alg. 1) with bias correction; ``step`` counts from 1."""
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, step, decoupled_decay=0.0):
+    """Adam (Kingma & Ba, alg. 1) with bias correction; ``step`` counts from 1. With
+    ``decoupled_decay`` λ (AdamW, as PyTorch's): p ← p·(1 − ηλ) first."""
+    if decoupled_decay:
+        p *= p.dtype.type(1 - lr * decoupled_decay)
     m *= beta1
     m += (1 - beta1) * g
     v *= beta2

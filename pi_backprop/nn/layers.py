@@ -229,19 +229,19 @@ class Conv2D(Layer):
         return f"Conv2D({self.in_channels}, {self.out_channels}, kernel_size={k[0] if k[0] == k[1] else k}{extra})"
 
 
-class MaxPool2D(Layer):
-    """Max over pool_size windows; stride defaults to pool_size. No padding, floor division."""
+class _Pool2D(Layer):
+    """A window over each plane: pool_size, stride defaulting to pool_size; no padding, floor division."""
 
-    toml_type, toml_required, toml_optional = "maxpool2d", ("pool_size",), ("stride",)
+    toml_required, toml_optional = ("pool_size",), ("stride",)
 
     def __init__(self, pool_size: int | tuple[int, int] | list[int],
                  stride: int | tuple[int, int] | list[int] | None = None):
         super().__init__()
-        self.pool_size = _pair(pool_size, "MaxPool2D pool_size")
-        self.stride = self.pool_size if stride is None else _pair(stride, "MaxPool2D stride")
+        name = type(self).__name__
+        self.pool_size = _pair(pool_size, f"{name} pool_size")
+        self.stride = self.pool_size if stride is None else _pair(stride, f"{name} stride")
         if min(self.pool_size) < 1 or min(self.stride) < 1:
-            raise ModelDefinitionError(
-                f"MaxPool2D needs pool_size and stride >= 1, got {self.pool_size}, {self.stride}")
+            raise ModelDefinitionError(f"{name} needs pool_size and stride >= 1, got {self.pool_size}, {self.stride}")
 
     def output_shape(self, input_shape: tuple) -> tuple:
         if len(input_shape) != 3:
@@ -251,6 +251,17 @@ class MaxPool2D(Layer):
         if H < kh or W < kw:
             raise ModelDefinitionError(f"pool {kh}x{kw} is larger than the input {H}x{W}")
         return (C, (H - kh) // sh + 1, (W - kw) // sw + 1)
+
+    def _describe(self) -> str:
+        p, s, name = self.pool_size, self.stride, type(self).__name__
+        pool = p[0] if p[0] == p[1] else p
+        return f"{name}({pool})" if s == p else f"{name}({pool}, stride={s[0] if s[0] == s[1] else s})"
+
+
+class MaxPool2D(_Pool2D):
+    """Max over pool_size windows; stride defaults to pool_size. No padding, floor division."""
+
+    toml_type = "maxpool2d"
 
     def forward(self, x: np.ndarray) -> np.ndarray:
         self.x_shape = x.shape
@@ -263,10 +274,94 @@ class MaxPool2D(Layer):
     def backward(self, dout: np.ndarray) -> np.ndarray:
         return kernels().maxpool_backward(dout, self.argmax, self.x_shape, self.pool_size, self.stride)
 
+
+class AvgPool2D(_Pool2D):
+    """Mean over pool_size windows; stride defaults to pool_size. No padding, floor division.
+    Backward, each window's δ is shared equally by its kh·kw inputs."""
+
+    toml_type = "avgpool2d"
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.x_shape = x.shape
+        return kernels().avgpool_forward(x, self.pool_size, self.stride)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return kernels().avgpool_forward(x, self.pool_size, self.stride)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return kernels().avgpool_backward(dout, self.x_shape, self.pool_size, self.stride)
+
+
+class GlobalAvgPool2D(Layer):
+    """(N, C, H, W) -> (N, C): the mean of each channel's plane. No parameters: a CNN can end
+    in a small Dense layer of C inputs instead of a large one over every position."""
+
+    toml_type = "globalavgpool2d"
+
+    def output_shape(self, input_shape: tuple) -> tuple:
+        if len(input_shape) != 3:
+            raise ModelDefinitionError(f"expects input of shape (C, H, W), got {tuple(input_shape)}")
+        return (input_shape[0],)
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        self.x_shape = x.shape
+        return kernels().global_avgpool_forward(x)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return kernels().global_avgpool_forward(x)
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        return kernels().global_avgpool_backward(dout, self.x_shape)
+
+
+class Dropout(Layer):
+    """Inverted dropout while training: each value is zeroed with probability ``p`` and the
+    rest scaled by 1/(1 − p), so that inference (``predict``) is the identity.
+
+    The mask is a pure function of (``seed``, ``step``, batch shape): ``Sequential.train_step``
+    sets ``step`` to the optimizer's step count, so a resumed run draws the masks an
+    uninterrupted one would. ``seed`` None: the model's seed and the layer's position choose it
+    (``Sequential``).
+    """
+
+    toml_type, toml_required, toml_optional = "dropout", ("p",), ("seed",)
+
+    def __init__(self, p: float, seed: int | None = None):
+        super().__init__()
+        if isinstance(p, bool) or not isinstance(p, (int, float, np.floating)) or not 0 <= p < 1:
+            raise ModelDefinitionError(f"Dropout p must be a number in [0, 1), got {p!r}")
+        if seed is not None and (not _is_int(seed) or seed < 0):
+            raise ModelDefinitionError(f"Dropout seed must be an int >= 0, got {seed!r}")
+        self.p = float(p)
+        self.seed = None if seed is None else int(seed)
+        self.step = 0
+        self.mask_used = None          # the last forward's mask, for backward
+
+    def mask(self, shape: tuple, dtype: "DTypeLike") -> np.ndarray:
+        """The mask for a batch of ``shape`` at ``self.step``: 0 with probability p, else
+        1/(1 − p), in ``dtype``. Drawn in float32 whatever the dtype, so that float32 and
+        float64 models of one seed drop the same units."""
+        dtype = np.dtype(dtype)
+        draws = np.random.default_rng([self.seed or 0, self.step]).random(shape, dtype=np.float32)
+        return (draws >= np.float32(self.p)) * dtype.type(1 / (1 - self.p))
+
+    def forward(self, x: np.ndarray) -> np.ndarray:
+        if not self.p:
+            self.mask_used = None
+            return x
+        self.mask_used = self.mask(x.shape, x.dtype)
+        return kernels().dropout_forward(x, self.mask_used)
+
+    def predict(self, x: np.ndarray) -> np.ndarray:
+        return x
+
+    def backward(self, dout: np.ndarray) -> np.ndarray:
+        if self.mask_used is None:
+            return dout
+        return kernels().dropout_backward(dout, self.mask_used)
+
     def _describe(self) -> str:
-        p, s = self.pool_size, self.stride
-        pool = p[0] if p[0] == p[1] else p
-        return f"MaxPool2D({pool})" if s == p else f"MaxPool2D({pool}, stride={s[0] if s[0] == s[1] else s})"
+        return f"Dropout({self.p:g})"
 
 
 class Flatten(Layer):
@@ -319,4 +414,5 @@ class Tanh(_Activation):
     name = toml_type = "tanh"
 
 
-LAYER_CLASSES = (Dense, Conv2D, MaxPool2D, Flatten, ReLU, Sigmoid, Tanh)   # in model definitions
+LAYER_CLASSES = (Dense, Conv2D, MaxPool2D, Flatten, ReLU, Sigmoid, Tanh,   # in model definitions
+                 AvgPool2D, GlobalAvgPool2D, Dropout)

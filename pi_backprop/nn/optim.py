@@ -107,6 +107,7 @@ class Adam(Optimizer):
 
     kind = "adam"
     hyper_names = ("lr", "beta1", "beta2", "eps")
+    decoupled_decay = 0.0   # AdamW's λ; 0: plain Adam
 
     def __init__(self, model: "Sequential", lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
                  eps: float = 1e-8):
@@ -123,7 +124,25 @@ class Adam(Optimizer):
         self.step_count += 1
         kernels().adam_update(self.model.parameter_vector, self.model.gradient_vector,
                               self.buffers["m"], self.buffers["v"], self.lr, self.beta1,
-                              self.beta2, self.eps, self.step_count)
+                              self.beta2, self.eps, self.step_count, self.decoupled_decay)
 
 
-OPTIMIZERS = {"sgd": SGD, "adam": Adam}
+class AdamW(Adam):
+    """Adam with decoupled weight decay λ (Loshchilov & Hutter 2019), as PyTorch's
+    ``torch.optim.AdamW``: p ← p·(1 − ηλ), then the Adam step on the gradient alone (the
+    decay never enters m or v, unlike L2 decay added to the gradient)."""
+
+    kind = "adamw"
+    hyper_names = ("lr", "beta1", "beta2", "eps", "weight_decay")
+
+    def __init__(self, model: "Sequential", lr: float = 1e-3, betas: tuple[float, float] = (0.9, 0.999),
+                 eps: float = 1e-8, weight_decay: float = 0.01):
+        super().__init__(model, lr=lr, betas=betas, eps=eps)
+        self.weight_decay = _non_negative(weight_decay, "AdamW weight_decay")
+
+    @property
+    def decoupled_decay(self) -> float:
+        return self.weight_decay
+
+
+OPTIMIZERS = {"sgd": SGD, "adam": Adam, "adamw": AdamW}

@@ -13,7 +13,7 @@ import numpy as np
 from ..exc import InputError, ModelDefinitionError, ShapeError
 from . import backend as _backend
 from .backend import get_backend
-from .layers import Dense, Layer
+from .layers import Dense, Dropout, Layer
 
 if TYPE_CHECKING:
     from numpy.typing import ArrayLike, DTypeLike
@@ -55,6 +55,16 @@ class Sequential:
         if input_shape is not None:
             self._fit_shapes(tuple(int(d) for d in input_shape))
         self._bind_parameters(np.random.default_rng(seed))
+        self.dropouts = [layer for layer in self.layers if isinstance(layer, Dropout)]
+        self._seed_dropouts(seed)
+
+    def _seed_dropouts(self, seed: int | None) -> None:
+        """A Dropout layer without a seed of its own gets one from the model's seed and its
+        position (random if the model's is None), apart from the weights' random stream."""
+        for index, layer in enumerate(self.layers):
+            if isinstance(layer, Dropout) and layer.seed is None:
+                entropy = None if seed is None else [seed, index]
+                layer.seed = int(np.random.SeedSequence(entropy).generate_state(1)[0])
 
     # -- parameters -------------------------------------------------------------------------
 
@@ -170,6 +180,8 @@ class Sequential:
         end up as the layer path leaves them (to rounding), but the layers' and the loss's
         forward caches are not refreshed: call ``forward`` before calling ``backward`` yourself.
         """
+        for layer in self.dropouts:     # the masks of this step (a pure function of it)
+            layer.step = optimizer.step_count
         program = self._fused_program_or_none()
         if program is not None:
             value = program.train_step(self, x, t, loss, optimizer)

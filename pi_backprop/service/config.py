@@ -114,10 +114,11 @@ SCHEMA = {
     "training": {
         "enabled": Key("bool", True, "train on stored samples (false: only collect and predict)",
                        live=True),
-        "optimizer": Key("str", "adam", "optimizer", choices=("adam", "sgd")),
+        "optimizer": Key("str", "adam", "optimizer", choices=("adam", "sgd", "adamw")),
         "lr": Key("float", 0.001, "learning rate", live=True, minimum=1e-7, maximum=10),
         "momentum": Key("float", 0.9, "SGD momentum", live=True, minimum=0, maximum=0.999),
-        "weight_decay": Key("float", 0.0, "L2 weight decay", live=True, minimum=0, maximum=1),
+        "weight_decay": Key("float", 0.0, "weight decay: L2 for sgd, decoupled for adamw (try 0.01)",
+                            live=True, minimum=0, maximum=1),
         "batch_size": Key("int", 32, "samples per training step", live=True, minimum=1, maximum=4096),
         "min_samples_per_class": Key("int", 10, "labelled training samples every class needs "
                                      "before training starts", live=True, minimum=1),

@@ -257,7 +257,7 @@ class Service:
         trainer = Trainer(self.definition, None, self.checkpoint_dir, optimizer=training.optimizer,
                           lr=training.lr, seed=self.config.model.seed,
                           momentum=training.momentum if sgd else None,
-                          weight_decay=training.weight_decay if sgd else None,
+                          weight_decay=training.weight_decay if sgd or training.optimizer == "adamw" else None,
                           # The service decides when to checkpoint (_checkpoint_if_due: steps,
                           # seconds and a minimum interval for the SD card) and to evaluate.
                           checkpoint_every=sys.maxsize, eval_every=sys.maxsize, keep=training.keep,

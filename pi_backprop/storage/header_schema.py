@@ -41,7 +41,7 @@ TOP = {"step": _COUNT, "model": _TABLE, "dtype": (lambda v: v in ("float32", "fl
 OPTIMIZER = {"kind": _TEXT, "hyper": _TABLE, "step": _COUNT}
 TRAINING = {"optimizer": _TEXT, "batch_size": _POSITIVE, "seed": _COUNT, "lr": _NUMBER, "momentum": _NUMBER,
             "weight_decay": _NUMBER, "checkpoint_every": _POSITIVE, "eval_every": _POSITIVE, "keep": _POSITIVE,
-            "max_grad_norm": _METRIC}
+            "max_grad_norm": _METRIC, "augment": _TABLE}
 RNG = {"scheme": _TEXT, "seed": _COUNT, "epoch": _COUNT, "bit_generator": _TABLE}
 DATA = {"source": _TEXT, "fingerprint": _TEXT, "samples": _COUNT, "train": _COUNT, "held_out": _COUNT,
         "epoch": _COUNT, "batch_in_epoch": _COUNT}

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any, Self
 import numpy as np
 
 from ..exc import CheckpointDirBusy, CheckpointError, CheckpointWriteError, ConfigError, DivergenceError
+from ..nn.augment import Augment
 from ..nn.optim import OPTIMIZERS
 from ..storage import checkpoint as ckpt
 
@@ -36,7 +37,8 @@ if TYPE_CHECKING:
 
 RNG_SCHEME = "pcg64-epoch-permutation-v1"
 DEFAULTS = {"optimizer": "adam", "batch_size": 32, "seed": 0, "momentum": 0.0, "weight_decay": 0.0}
-DEFAULT_LR = {"adam": 1e-3, "sgd": 0.01}
+DEFAULT_LR = {"adam": 1e-3, "adamw": 1e-3, "sgd": 0.01}
+ADAMW_DECAY = 0.01   # AdamW's weight_decay when none is given (PyTorch's default)
 DEFAULT_CHECKPOINT_EVERY = 100
 EVAL_BATCH = 256
 # Settings that decide which numbers a run computes: changing one mid-run breaks "same run".
@@ -96,6 +98,9 @@ class Trainer:
                      defaults. An explicit seed/batch_size/optimizer differing from the
                      checkpoint's is refused (``ConfigError``); an explicit lr/momentum/
                      weight_decay differing from it is honoured with a warning.
+    augment        : an ``[augment]`` table (``nn.augment``) for the training batches; None
+                     takes the resumed checkpoint's, else the definition's; {} turns it off.
+                     One differing from the checkpoint's is honoured with a warning.
     checkpoint_every : steps between checkpoints (default 100); eval_every: steps between
                      evaluations on the held-out split (default: the same)
     keep           : checkpoints kept (default 3)
@@ -110,8 +115,8 @@ class Trainer:
     def __init__(self, definition: "ModelDefinition", dataset: "Dataset | None",
                  checkpoint_dir: Path | str | None = None, *, optimizer: str | None = None, lr: float | None = None,
                  batch_size: int | None = None, seed: int | None = None, momentum: float | None = None,
-                 weight_decay: float | None = None, checkpoint_every: int | None = None, eval_every: int | None = None,
-                 keep: int = ckpt.DEFAULT_KEEP,
+                 weight_decay: float | None = None, augment: dict | None = None, checkpoint_every: int | None = None,
+                 eval_every: int | None = None, keep: int = ckpt.DEFAULT_KEEP,
                  max_grad_norm: float | None = None, hooks: Iterable[Callable[[StepReport], object]] = (),
                  stop_event: threading.Event | None = None, dtype: "DTypeLike" = np.float32):
         self.definition = definition
@@ -133,6 +138,8 @@ class Trainer:
                     "momentum": momentum, "weight_decay": weight_decay}
         # A bad explicit value is refused before the checkpoint directory is created or locked.
         self._resolve(explicit, {}, None)
+        if augment is not None:
+            Augment.from_table(augment, definition.input_shape)
         try:
             self._lock()
             latest = None
@@ -144,6 +151,7 @@ class Trainer:
                 latest, self.skipped = scan.latest, scan.skipped
             stored = latest.header.get("training", {}) if latest else {}
             self.settings = self._resolve(explicit, stored, latest)
+            self.augment = self._resolve_augment(augment, stored, latest)
             self.checkpoint_every = _positive_int(_first_given(
                 checkpoint_every, stored.get("checkpoint_every"), DEFAULT_CHECKPOINT_EVERY), "checkpoint_every")
             self.eval_every = _positive_int(_first_given(eval_every, stored.get("eval_every"), self.checkpoint_every),
@@ -166,6 +174,8 @@ class Trainer:
         settings = {}
         for key in ("optimizer", "batch_size", "seed", "momentum", "weight_decay", "lr"):
             value = explicit[key]
+            if key == "weight_decay" and settings["optimizer"] == "adamw" and key not in self.definition.training:
+                defaults[key] = ADAMW_DECAY
             if value is None:
                 value = stored.get(key, defaults.get(key))
             elif latest is not None and key in stored and value != stored[key]:
@@ -189,13 +199,33 @@ class Trainer:
         if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
             raise ConfigError(f"seed must be an integer >= 0, got {seed!r}")
         if settings["optimizer"] == "adam" and (settings["momentum"] or settings["weight_decay"]):
-            raise ConfigError("momentum and weight_decay apply to the sgd optimizer, not adam")
+            raise ConfigError("momentum and weight_decay apply to the sgd optimizer (and weight_decay to adamw), "
+                              "not adam")
+        if settings["optimizer"] == "adamw" and settings["momentum"]:
+            raise ConfigError("momentum applies to the sgd optimizer, not adamw")
         return settings
+
+    def _resolve_augment(self, explicit: dict | None, stored: dict, latest: ckpt.CheckpointInfo | None) -> Augment:
+        shape = self.definition.input_shape
+        if explicit is None:
+            table = stored.get("augment", self.definition.augment)
+            try:
+                return Augment.from_table(table, shape)
+            except ConfigError as error:   # a checkpoint's table this version cannot read
+                raise CheckpointError(f"{latest.path.name}: {error}") from None
+        augment = Augment.from_table(explicit, shape)
+        if latest is not None and "augment" in stored and augment.to_table() != stored["augment"]:
+            note = f"augment changed from {stored['augment']!r} ({latest.path.name}) to {augment.to_table()!r}"
+            _log.warning("%s", note)
+            self.warnings.append(note)
+        return augment
 
     def _make_optimizer(self) -> "Optimizer":
         s = self.settings
         if s["optimizer"] == "sgd":
             return OPTIMIZERS["sgd"](self.model, lr=s["lr"], momentum=s["momentum"], weight_decay=s["weight_decay"])
+        if s["optimizer"] == "adamw":
+            return OPTIMIZERS["adamw"](self.model, lr=s["lr"], weight_decay=s["weight_decay"])
         return OPTIMIZERS["adam"](self.model, lr=s["lr"])
 
     def _load(self, info: ckpt.CheckpointInfo, explicit: dict) -> None:
@@ -307,6 +337,12 @@ class Trainer:
 
     # -- data order ---------------------------------------------------------------------------
 
+    def training_batch(self, step: int) -> tuple[np.ndarray, np.ndarray]:
+        """(x, y): the batch trained at step ``step``, augmented as it is trained on."""
+        batch = self.batch_indices(step)
+        x = self.dataset.x[batch]
+        return (self.augment.apply(x, self.settings["seed"], step) if self.augment else x), self.dataset.y[batch]
+
     def batch_indices(self, step: int) -> np.ndarray:
         """intp (B,): indices into ``dataset.x`` of the batch trained at step ``step`` (0-based)."""
         train = self.dataset.train_index
@@ -354,7 +390,8 @@ class Trainer:
                 stopped = True
                 break
             batch = self.batch_indices(self.step)
-            value = self.model.train_step(x[batch], y[batch], self.loss, self.optimizer)
+            x_batch = self.augment.apply(x[batch], self.settings["seed"], self.step) if self.augment else x[batch]
+            value = self.model.train_step(x_batch, y[batch], self.loss, self.optimizer)
             self.step += 1
             self._check_divergence(value)
             losses.append(value)
@@ -431,6 +468,7 @@ class Trainer:
         for key in ("momentum", "weight_decay"):
             if key in self.optimizer.hyper_names:
                 training[key] = getattr(self.optimizer, key)
+        training["augment"] = self.augment.to_table()
         generator = np.random.default_rng([self.settings["seed"], epoch]).bit_generator
         rng = {"scheme": RNG_SCHEME, "seed": self.settings["seed"], "epoch": epoch,
                "bit_generator": generator.state}

@@ -22,6 +22,10 @@ SIGNATURES = {
     "Flatten": [], "ReLU": [], "Sigmoid": [], "Tanh": [], "MSELoss": [], "SoftmaxCrossEntropy": [],
     "SGD": [("model", REQUIRED), ("lr", REQUIRED), ("momentum", 0.0), ("weight_decay", 0.0)],
     "Adam": [("model", REQUIRED), ("lr", 1e-3), ("betas", (0.9, 0.999)), ("eps", 1e-8)],
+    "AdamW": [("model", REQUIRED), ("lr", 1e-3), ("betas", (0.9, 0.999)), ("eps", 1e-8), ("weight_decay", 0.01)],
+    "AvgPool2D": [("pool_size", REQUIRED), ("stride", None)],
+    "GlobalAvgPool2D": [],
+    "Dropout": [("p", REQUIRED), ("seed", None)],
     "set_backend": [("name", REQUIRED)],
     "get_backend": [],
     "gradcheck": [("model", REQUIRED), ("loss", REQUIRED), ("x", REQUIRED), ("t", REQUIRED), ("eps", 1e-6)],
@@ -272,3 +276,40 @@ def test_import_loads_no_hardware_library_and_no_numba():
     loaded = python("import sys, pi_backprop; print(sorted(m for m in sys.modules "
                     "if m.split('.')[0] in ('gpiozero', 'picamera2', 'libcamera', 'numba', 'torch')))")
     assert loaded == "[]"
+
+
+def test_small_data_layers_in_a_model_definition():
+    """The new layer kinds and AdamW in the TOML format, its errors in one line each."""
+    spec = {"name": "small", "input_shape": [1, 12, 12], "classes": ["a", "b"], "training": {"optimizer": "adamw"},
+            "layers": [{"type": "conv2d", "out_channels": 3, "kernel_size": 3}, {"type": "relu"},
+                       {"type": "avgpool2d", "pool_size": 2, "stride": 1}, {"type": "dropout", "p": 0.3, "seed": 5},
+                       {"type": "globalavgpool2d"}, {"type": "dense", "out_features": 2}]}
+    definition = pb.ModelDefinition.from_dict(spec)
+    model = definition.build(seed=0)
+    kinds = [type(layer) for layer in model.layers]
+    assert kinds[2:5] == [pb.AvgPool2D, pb.Dropout, pb.GlobalAvgPool2D]
+    assert model.output_shapes[2] == (3, 9, 9) and model.output_shapes[4] == (3,)
+    assert model.layers[3].p == 0.3 and model.layers[3].seed == 5
+    assert pb.ModelDefinition.from_dict(definition.to_dict()) == definition
+    for layer, message in (({"type": "dropout", "p": 1.0}, "Dropout p must be a number in \\[0, 1\\), got 1.0"),
+                           ({"type": "dropout"}, "missing key 'p'"),
+                           ({"type": "avgpool2d", "pool_size": 0}, "AvgPool2D needs pool_size and stride >= 1")):
+        bad = dict(spec, layers=spec["layers"][:3] + [layer] + spec["layers"][4:])
+        with pytest.raises(exc.ModelDefinitionError, match=message):
+            pb.ModelDefinition.from_dict(bad)
+    flat = dict(spec, input_shape=[12], layers=[{"type": "globalavgpool2d"}, {"type": "dense", "out_features": 2}])
+    with pytest.raises(exc.ModelDefinitionError, match=r"globalavgpool2d.*expects input of shape \(C, H, W\)"):
+        pb.ModelDefinition.from_dict(flat)
+
+
+def test_dropout_seeds_come_from_the_model_seed_and_position():
+    def seeds(seed):
+        model = pb.Sequential([pb.Dense(4, 4), pb.Dropout(0.5), pb.Dense(4, 4), pb.Dropout(0.5, seed=3),
+                               pb.Dropout(0.5)], seed=seed)
+        return [layer.seed for layer in model.dropouts]
+    assert seeds(0) == seeds(0) and seeds(0) != seeds(1)
+    first, fixed, last = seeds(0)
+    assert fixed == 3 and first != last
+    without = pb.Sequential([pb.Dense(4, 4), pb.Dense(4, 4)], seed=0)
+    with_dropout = pb.Sequential([pb.Dense(4, 4), pb.Dropout(0.5), pb.Dense(4, 4)], seed=0)
+    np.testing.assert_array_equal(without.parameter_vector, with_dropout.parameter_vector)  # weights unmoved

@@ -132,6 +132,46 @@ def test_maxpool(rng, dtype, ties, shape, pool, stride):
 
 
 @pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape, pool, stride", POOL_CASES + [((2, 3, 7, 9), (3, 2), (2, 3))])
+def test_avgpool(rng, dtype, shape, pool, stride):
+    x = rng.normal(size=shape).astype(dtype)
+    y, y_ref = nb.avgpool_forward(x, pool, stride), ref.avgpool_forward(x, pool, stride)
+    assert y.dtype == y_ref.dtype == dtype
+    close(y, y_ref, dtype)
+    delta = rng.normal(size=y.shape).astype(dtype)
+    close(nb.avgpool_backward(delta, x.shape, pool, stride), ref.avgpool_backward(delta, x.shape, pool, stride),
+          dtype)
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("shape", [(1, 1, 1, 1), (2, 3, 4, 5), (3, 8, 7, 7)])
+def test_global_avgpool(rng, dtype, shape):
+    x = rng.normal(size=shape).astype(dtype)
+    y, y_ref = nb.global_avgpool_forward(x), ref.global_avgpool_forward(x)
+    assert y.shape == y_ref.shape == shape[:2] and y.dtype == y_ref.dtype == dtype
+    close(y, y_ref, dtype)
+    np.testing.assert_allclose(y_ref, x.astype(np.float64).mean(axis=(2, 3)), atol=1e-6 if dtype == np.float32
+                               else 1e-14)
+    delta = rng.normal(size=y.shape).astype(dtype)
+    dx = nb.global_avgpool_backward(delta, x.shape)
+    close(dx, ref.global_avgpool_backward(delta, x.shape), dtype)
+    assert dx.shape == shape and dx.flags.c_contiguous
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
+@pytest.mark.parametrize("p", [0.0, 0.25, 0.9])
+def test_dropout(rng, dtype, p):
+    layer = pb.Dropout(p, seed=3)
+    x = rng.normal(size=(4, 3, 5)).astype(dtype)
+    mask = layer.mask(x.shape, dtype)
+    assert mask.dtype == dtype and set(np.unique(mask)) <= {0, dtype(1 / (1 - p))}
+    y, y_ref = nb.dropout_forward(x, mask), ref.dropout_forward(x, mask)
+    np.testing.assert_array_equal(y, y_ref)           # one product per element: exact
+    delta = rng.normal(size=x.shape).astype(dtype)
+    np.testing.assert_array_equal(nb.dropout_backward(delta, mask), ref.dropout_backward(delta, mask))
+
+
+@pytest.mark.parametrize("dtype", DTYPES)
 @pytest.mark.parametrize("values", ["normal", "ties", "nan"])
 @pytest.mark.parametrize("shape, pool, stride", POOL_CASES + [((2, 3, 7, 9), (2, 2), (2, 2))])
 def test_fused_maxpool_kernels(rng, dtype, values, shape, pool, stride):
@@ -203,11 +243,14 @@ def test_every_supported_layer_has_its_own_op_code():
     from pi_backprop.nn.engine import opcodes as op
     from pi_backprop.nn.engine import program as fz
     layer_kinds = {pb.Dense: op.DENSE, pb.Conv2D: op.CONV, pb.MaxPool2D: op.POOL, pb.Flatten: op.FLATTEN,
-                   pb.ReLU: op.RELU, pb.Sigmoid: op.SIGMOID, pb.Tanh: op.TANH}
-    assert fz._KINDS == layer_kinds
+                   pb.ReLU: op.RELU, pb.Sigmoid: op.SIGMOID, pb.Tanh: op.TANH, pb.AvgPool2D: op.AVGPOOL,
+                   pb.Dropout: op.DROPOUT}
+    # the global average is an average pool whose window is the whole plane
+    assert fz._KINDS == {**layer_kinds, pb.GlobalAvgPool2D: op.AVGPOOL}
     assert len(set(layer_kinds.values())) == len(layer_kinds)
     assert fz._LOSSES == {pb.SoftmaxCrossEntropy: op.SOFTMAX_CE, pb.MSELoss: op.MSE}
-    assert fz._OPTIMIZERS == {pb.SGD: op.SGD_UPDATE, pb.Adam: op.ADAM_UPDATE}
+    # AdamW is Adam's update with the decay factor in S[S_DECAY]
+    assert fz._OPTIMIZERS == {pb.SGD: op.SGD_UPDATE, pb.Adam: op.ADAM_UPDATE, pb.AdamW: op.ADAM_UPDATE}
 
 
 LAYOUT_MODELS = {
@@ -340,6 +383,7 @@ OPTIMIZERS = {
     "sgd": lambda m: pb.SGD(m, lr=0.05),
     "sgd-momentum-decay": lambda m: pb.SGD(m, lr=0.05, momentum=0.9, weight_decay=1e-2),
     "adam": lambda m: pb.Adam(m, lr=1e-2),
+    "adamw": lambda m: pb.AdamW(m, lr=1e-2, weight_decay=0.1),
 }
 
 
@@ -384,7 +428,7 @@ def test_fused_step_matches_layer_path(restore_backend, name, opt, batch):
     # Adam's step m/(√v + eps) magnifies, for gradients near eps, the rounding differences
     # of sums taken in another order (one of seed_mlp's 79510 at batch 6): 100 x TOL.
     close(fused[0].parameter_vector, layers[0].parameter_vector, np.float64,
-          factor=100 if opt == "adam" else 1)
+          factor=100 if opt.startswith("adam") else 1)
     close(fused[0].gradient_vector, layers[0].gradient_vector, np.float64)
     for (a_name, a), (b_name, b) in zip(fused[0].named_gradients(), layers[0].named_gradients()):
         close(a, b, np.float64)  # layer.grads are views that the fused step filled
@@ -429,6 +473,68 @@ def test_fused_convolutions_match_layer_path(restore_backend, rng, net):
     np.testing.assert_allclose(fused[1], layers[1], rtol=1e-12)
     close(fused[0].parameter_vector, layers[0].parameter_vector, np.float64)
     close(fused[0].gradient_vector, layers[0].gradient_vector, np.float64)
+
+
+SMALL_DATA_NETS = {
+    # average pools (tiling, overlapping), dropout before and after them, a global average
+    "small_data": lambda: [pb.Conv2D(2, 4, 3, padding=1), pb.ReLU(), pb.Dropout(0.2), pb.AvgPool2D(2),
+                           pb.Conv2D(4, 6, 3, padding=1), pb.ReLU(), pb.AvgPool2D(2, stride=1), pb.Dropout(0.5),
+                           pb.GlobalAvgPool2D(), pb.Dense(6, 4)],
+    # the same layers where the step runs op by op (a strided convolution)
+    "small_data_strided": lambda: [pb.Conv2D(2, 4, 3, stride=2, padding=1), pb.Tanh(), pb.AvgPool2D((2, 3), stride=1),
+                                   pb.Flatten(), pb.Dropout(0.3), pb.Dense(4 * 4 * 3, 4)],
+}
+
+
+@pytest.mark.parametrize("opt", ["adam", "adamw", "sgd-momentum-decay"])
+@pytest.mark.parametrize("net", sorted(SMALL_DATA_NETS))
+def test_fused_small_data_layers_match_layer_path(restore_backend, net, opt):
+    """float64, 4 steps at batch 5: average pools, the global average and dropout (the masks
+    the layer draws, the same in both paths) in the fused step, against the numpy layers."""
+    results = {}
+    for backend in ("numba", "numpy"):
+        pb.set_backend(backend)
+        model = pb.Sequential(SMALL_DATA_NETS[net](), seed=4, dtype=np.float64, input_shape=(2, 9, 9))
+        optimizer, loss, data = OPTIMIZERS[opt](model), pb.SoftmaxCrossEntropy(), np.random.default_rng(1)
+        losses = [model.train_step(data.normal(size=(5, 2, 9, 9)), data.integers(0, 4, 5), loss, optimizer)
+                  for _ in range(4)]
+        x = data.normal(size=(3, 2, 9, 9))
+        results[backend] = model, losses, model.predict(x)
+    fused, layers = results["numba"], results["numpy"]
+    assert fused[0]._fused_program is not None
+    assert fused[0]._fused_program.has_strided_conv == net.endswith("strided")
+    np.testing.assert_allclose(fused[1], layers[1], rtol=1e-12)
+    close(fused[0].parameter_vector, layers[0].parameter_vector, np.float64, factor=100)
+    close(fused[0].gradient_vector, layers[0].gradient_vector, np.float64)
+    close(fused[2], layers[2], np.float64)
+
+
+def test_dropout_masks_follow_the_step_and_predict_keeps_every_unit(restore_backend, rng):
+    """A step's mask depends on the optimizer's step count alone: two models from one seed
+    agree step by step, whichever backend; predict is the model without dropout."""
+    x, t = rng.normal(size=(6, 10)), rng.integers(0, 3, 6)
+
+    def run(backend, dropout):
+        pb.set_backend(backend)
+        layers = [pb.Dense(10, 16), pb.ReLU()] + ([pb.Dropout(0.5)] if dropout else []) + [pb.Dense(16, 3)]
+        model = pb.Sequential(layers, seed=9, dtype=np.float64)
+        optimizer = pb.SGD(model, lr=0.1)
+        before = model.predict(x)
+        losses = [model.train_step(x, t, pb.SoftmaxCrossEntropy(), optimizer) for _ in range(3)]
+        return before, losses, model
+
+    with_numba, with_numpy, plain = run("numba", True), run("numpy", True), run("numpy", False)
+    np.testing.assert_array_equal(with_numpy[0], plain[0])      # predict: no unit dropped, no scaling
+    np.testing.assert_allclose(with_numba[0], plain[0], rtol=1e-12)
+    np.testing.assert_allclose(with_numba[1], with_numpy[1], rtol=1e-12)
+    assert with_numba[1][0] != plain[1][0]                     # training: some units were dropped
+    dropout = with_numba[2].layers[2]
+    assert dropout.step == 2 and dropout.seed == with_numpy[2].layers[2].seed
+    first, again = dropout.mask((6, 16), np.float64), dropout.mask((6, 16), np.float64)
+    dropout.step = 3
+    np.testing.assert_array_equal(first, again)
+    assert not np.array_equal(first, dropout.mask((6, 16), np.float64))
+    assert 0.3 < (first == 0).mean() < 0.7
 
 
 def odd_mlp():

@@ -60,6 +60,28 @@ def test_maxpool(backend, rng, shape, pool, stride):
     check(model, pb.MSELoss(), rng.normal(size=shape), rng.normal(size=(N, outputs)))
 
 
+@pytest.mark.parametrize("shape, pool, stride", POOL_CASES)
+def test_avgpool(backend, rng, shape, pool, stride):
+    N, C, H, W = shape
+    model = pb.Sequential([pb.Conv2D(C, 2, 2, padding=1), pb.AvgPool2D(pool, stride), pb.Flatten()],
+                          seed=4, dtype=np.float64, input_shape=shape[1:])
+    outputs = model.output_shapes[-1][0]
+    check(model, pb.MSELoss(), rng.normal(size=shape), rng.normal(size=(N, outputs)))
+
+
+def test_global_avgpool_and_dropout(backend, rng):
+    """A CNN ending in a global average, with dropout on both sides of it; the gradient
+    check's forward passes all draw the mask of one step."""
+    model = pb.Sequential([pb.Conv2D(2, 3, 3, padding=1), pb.Tanh(), pb.Dropout(0.4), pb.GlobalAvgPool2D(),
+                           pb.Dropout(0.25), pb.Dense(3, 4)], seed=8, dtype=np.float64, input_shape=(2, 5, 6))
+    for layer in model.dropouts:
+        layer.step = 7
+    x = rng.normal(size=(3, 2, 5, 6))
+    check(model, pb.SoftmaxCrossEntropy(), x, rng.integers(0, 4, 3))
+    model.forward(x)
+    assert 0 < (model.dropouts[0].mask_used == 0).mean() < 1, "some units dropped, not all"
+
+
 @pytest.mark.parametrize("name", ["sensor_mlp", "camera_cnn", "seed_mlp"])
 def test_shipped_models(backend, rng, name):
     definition = pb.load_definition(name)

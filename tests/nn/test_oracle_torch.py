@@ -49,6 +49,12 @@ def to_torch(model):
             weight = layer.params["W"]    # both (F, C, kh, kw)
         elif isinstance(layer, pb.MaxPool2D):
             module = torch.nn.MaxPool2d(layer.pool_size, stride=layer.stride)
+        elif isinstance(layer, pb.AvgPool2D):
+            module = torch.nn.AvgPool2d(layer.pool_size, stride=layer.stride)
+        elif isinstance(layer, pb.GlobalAvgPool2D):
+            module = torch.nn.Sequential(torch.nn.AdaptiveAvgPool2d(1), torch.nn.Flatten())
+        elif isinstance(layer, pb.Dropout):
+            module = OurMask(layer)
         elif isinstance(layer, pb.Flatten):
             module = torch.nn.Flatten()
         else:
@@ -61,6 +67,18 @@ def to_torch(model):
             named[f"{index}.W"], named[f"{index}.b"] = module.weight, module.bias
         modules.append(module)
     return torch.nn.Sequential(*modules), named
+
+
+class OurMask(torch.nn.Module):
+    """Inverted dropout as its formula, y = x ⊙ mask, with the mask our layer draws for this
+    batch at its current step (torch's own Dropout draws from torch's generator)."""
+
+    def __init__(self, layer):
+        super().__init__()
+        self.layer = layer
+
+    def forward(self, x):
+        return x * torch.from_numpy(self.layer.mask(tuple(x.shape), np.float64))
 
 
 def torch_grad_as_ours(name, grad):
@@ -113,6 +131,15 @@ def strided_pool_cnn(seed):
     ], seed=seed, dtype=np.float64, input_shape=(3, 11, 8))
 
 
+def small_data_cnn(seed):
+    """Average pools (tiling and overlapping), dropout, a global average before the last layer."""
+    return pb.Sequential([
+        pb.Conv2D(2, 4, 3, padding=1), pb.ReLU(), pb.AvgPool2D(2), pb.Dropout(0.3),
+        pb.Conv2D(4, 5, (2, 3), padding=1), pb.Tanh(), pb.AvgPool2D((2, 2), stride=1),
+        pb.GlobalAvgPool2D(), pb.Dropout(0.5), pb.Dense(5, 3),
+    ], seed=seed, dtype=np.float64, input_shape=(2, 8, 9))
+
+
 def tanh_mlp(seed):
     return pb.Sequential([pb.Dense(6, 9), pb.Tanh(), pb.Dense(9, 5), pb.Sigmoid(), pb.Dense(5, 3)],
                          seed=seed, dtype=np.float64)
@@ -128,6 +155,8 @@ ARCHITECTURES = [
     ("strided_pool_b3", strided_pool_cnn, (3, 11, 8), "mse", "onehot", 3),
     ("strided_pool_b1", strided_pool_cnn, (3, 11, 8), "ce", "onehot", 1),
     ("tanh_mlp", tanh_mlp, (6,), "ce", "int", 4),
+    ("small_data_b4", small_data_cnn, (2, 8, 9), "ce", "int", 4),
+    ("small_data_b1", small_data_cnn, (2, 8, 9), "mse", "onehot", 1),
 ]
 
 
@@ -225,7 +254,12 @@ OPTIMIZERS = [
      dict(lr=0.05, momentum=0.8, weight_decay=0.05)),
     ("adam", dict(), dict(lr=1e-3)),
     ("adam_custom", dict(lr=0.02, betas=(0.8, 0.95), eps=1e-4), dict(lr=0.02, betas=(0.8, 0.95), eps=1e-4)),
+    ("adamw", dict(), dict(lr=1e-3)),      # both default to weight_decay 0.01
+    ("adamw_custom", dict(lr=0.02, weight_decay=0.5, betas=(0.8, 0.95)), dict(lr=0.02, weight_decay=0.5,
+                                                                               betas=(0.8, 0.95))),
 ]
+OURS = {"sgd": pb.SGD, "adam": pb.Adam, "adamw": pb.AdamW}
+THEIRS = {"sgd": torch.optim.SGD, "adam": torch.optim.Adam, "adamw": torch.optim.AdamW}
 STEPS = 6
 # Cross-entropy with real targets whose rows do not sum to 1.
 SOFT_TARGETS = ("tanh_mlp_soft", tanh_mlp, (6,), "ce", "real", 4)
@@ -233,15 +267,15 @@ SOFT_TARGETS = ("tanh_mlp_soft", tanh_mlp, (6,), "ce", "real", 4)
 
 @pytest.mark.parametrize("kind, ours_kwargs, torch_kwargs", OPTIMIZERS, ids=[o[0] for o in OPTIMIZERS])
 @pytest.mark.parametrize("name, build, input_shape, loss_kind, targets, batch",
-                         [ARCHITECTURES[i] for i in (0, 4)] + [SOFT_TARGETS],
-                         ids=["sensor_mlp", "odd_cnn", "tanh_mlp_soft_targets"])
+                         [ARCHITECTURES[i] for i in (0, 4, 8)] + [SOFT_TARGETS],
+                         ids=["sensor_mlp", "odd_cnn", "small_data_cnn", "tanh_mlp_soft_targets"])
 def test_optimizer_trajectory_matches_torch(backend, rng, kind, ours_kwargs, torch_kwargs,
                                             name, build, input_shape, loss_kind, targets, batch):
     model = build(seed=11)
     reference, reference_params = to_torch(model)
-    optimizer = (pb.SGD if kind.startswith("sgd") else pb.Adam)(model, **ours_kwargs)
-    torch_optimizer = (torch.optim.SGD if kind.startswith("sgd") else torch.optim.Adam)(
-        reference.parameters(), **torch_kwargs)
+    family = kind.split("_")[0]
+    optimizer = OURS[family](model, **ours_kwargs)
+    torch_optimizer = THEIRS[family](reference.parameters(), **torch_kwargs)
     classes = model.output_shapes[-1][0]
     loss = our_loss(loss_kind)
     for _ in range(STEPS):

@@ -53,8 +53,9 @@ def test_data_order_is_a_function_of_seed_and_step(tmp_path):
         assert set(epoch.tolist()) <= set(DATA.train_index.tolist())  # never a held-out sample
 
 
-@pytest.mark.parametrize("options", [{"optimizer": "adam"}, {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9}],
-                         ids=["adam", "sgd-momentum"])
+@pytest.mark.parametrize("options", [{"optimizer": "adam"}, {"optimizer": "sgd", "lr": 0.05, "momentum": 0.9},
+                                     {"optimizer": "adam", "augment": {"time_shift": 2, "gain": 0.1, "noise": 0.05}}],
+                         ids=["adam", "sgd-momentum", "augmented"])
 def test_stopped_and_resumed_runs_are_bit_identical(tmp_path, options):
     with trainer(tmp_path / "straight", **options) as straight:
         straight.run(TOTAL)
@@ -276,6 +277,72 @@ def test_camera_model_resumes_bit_identically_on_each_backend(tmp_path, backend,
     with make(tmp_path / "stopped") as t:
         t.run(10)
         assert state(t) == expected
+
+
+SMALL_DATA = pb.ModelDefinition.from_dict({
+    "name": "small_cnn", "input_shape": [1, 28, 28], "classes": ["empty", "circle", "square"],
+    "training": {"optimizer": "adamw", "lr": 0.003}, "augment": {"shift": 2, "noise": 0.05, "brightness": 0.1},
+    "layers": [{"type": "conv2d", "out_channels": 4, "kernel_size": 3, "padding": 1}, {"type": "relu"},
+               {"type": "avgpool2d", "pool_size": 2}, {"type": "dropout", "p": 0.25},
+               {"type": "conv2d", "out_channels": 6, "kernel_size": 3, "padding": 1}, {"type": "relu"},
+               {"type": "maxpool2d", "pool_size": 2}, {"type": "globalavgpool2d"}, {"type": "dropout", "p": 0.5},
+               {"type": "dense", "out_features": 3}]})
+
+
+@pytest.mark.parametrize("stop", [3, 7])
+def test_dropout_and_adamw_resume_bit_identically_on_each_backend(tmp_path, backend, stop):
+    """The masks are a function of (seed, step): a run stopped and resumed draws the ones an
+    uninterrupted run draws, and AdamW's state and decay come back from the checkpoint."""
+    data = open_dataset("sim:camera?n=40", SMALL_DATA)
+
+    def make(directory, **options):
+        return Trainer(SMALL_DATA, data, directory, batch_size=4, checkpoint_every=4, **options)
+
+    with make(tmp_path / "straight") as straight:
+        straight.run(10)
+        expected = state(straight)
+        assert straight.optimizer.kind == "adamw" and straight.optimizer.weight_decay == 0.01  # PyTorch's default
+    with make(tmp_path / "other", seed=1) as other:
+        other.run(10)
+        assert state(other) != expected
+    hook = stop_at(stop)
+    with make(tmp_path / "stopped", hooks=[hook]) as t:
+        hook.trainer = t
+        assert t.run(10).step == stop
+    with make(tmp_path / "stopped") as t:
+        assert t.resumed_from.step == stop
+        t.run(10)
+        assert state(t) == expected
+
+
+def test_augmentation_changes_the_training_batches_only_and_is_kept_in_the_checkpoint(tmp_path, caplog):
+    with Trainer(SMALL_DATA, open_dataset("sim:camera?n=40", SMALL_DATA), tmp_path / "run", batch_size=4,
+                 checkpoint_every=5) as t:
+        x, y = t.training_batch(3)
+        raw = t.dataset.x[t.batch_indices(3)]
+        assert x.shape == raw.shape and not np.array_equal(x, raw)
+        np.testing.assert_array_equal(y, t.dataset.y[t.batch_indices(3)])
+        np.testing.assert_array_equal(x, t.training_batch(3)[0])
+        before = t.evaluate()
+        np.testing.assert_array_equal(t.dataset.x[t.batch_indices(3)], raw)   # the data themselves untouched
+        assert t.evaluate() == before                                         # evaluation sees them as they are
+        t.run(5)
+    header = ckpt.find_latest(tmp_path / "run", SMALL_DATA).latest.header
+    assert header["training"]["augment"] == {"shift": 2, "noise": 0.05, "brightness": 0.1}
+    with caplog.at_level(logging.WARNING), Trainer(SMALL_DATA, None, tmp_path / "run", augment={}) as t:
+        assert not t.augment
+    assert any(r.getMessage().startswith("augment changed from {'brightness': 0.1") and r.getMessage().endswith("to {}")
+               for r in caplog.records)
+    with pytest.raises(ConfigError, match="augment.time_shift: it applies to sensor windows"):
+        Trainer(SMALL_DATA, None, tmp_path / "other", augment={"time_shift": 1})
+    assert not (tmp_path / "other").exists()
+
+
+def test_adamw_takes_weight_decay_but_not_momentum(tmp_path):
+    with Trainer(SENSOR, DATA, None, optimizer="adamw", weight_decay=0.2) as t:
+        assert t.optimizer.weight_decay == 0.2 and t.optimizer.hyper()["weight_decay"] == 0.2
+    with pytest.raises(ConfigError, match="momentum applies to the sgd optimizer, not adamw"):
+        Trainer(SENSOR, DATA, None, optimizer="adamw", momentum=0.9)
 
 
 def test_a_zero_learning_rate_is_refused_before_the_directory_is_touched(tmp_path):

@@ -14,8 +14,9 @@ with (sizes per sample unless said otherwise)
     ops     int64 (L, NCOLS)   one row per layer, columns named in ``opcodes``
     IDX     int64: max-pool arg-maxes at N·ops[i, ARG]
     S       dtype scalars (S_SIZE): [N, 1, optimizer hyper-parameters (8), status of the last
-            call, unused]
-    A       activations (N·act_size): the input at 0, then each layer's output at N·ops[i, OUT]
+            call, AdamW's decay factor, unused]
+    A       activations (N·act_size): the input at 0, then each layer's output at N·ops[i, OUT];
+            a dropout's mask at N·ops[i, MASK], written by the caller before a training step
     D       deltas: two halves of N·max_size, used in turn
     X       per convolution at N·ops[i, COLS] (N·cols_size in all): its im2col matrices, or for
             stride 1 its zero-padded images; then a per-batch scratch (dcols, or wide outputs/δ
@@ -33,6 +34,7 @@ from .jit import jit, jit_inline, jit_reduce
 from .opcodes import (
     ADAM_UPDATE,
     ARG,
+    AVGPOOL,
     BAD_INPUT,
     BAD_LABEL,
     BAD_PROGRAM,
@@ -41,6 +43,7 @@ from .opcodes import (
     COLS,
     CONV,
     DENSE,
+    DROPOUT,
     FLATTEN,
     FORWARD_ONLY,
     H_A,
@@ -61,6 +64,7 @@ from .opcodes import (
     KH,
     KIND,
     KW,
+    MASK,
     NCOLS,
     NEED_CALLER,
     OH,
@@ -70,6 +74,7 @@ from .opcodes import (
     PH,
     POOL,
     PW,
+    S_DECAY,
     S_HYPER,
     S_N,
     S_ONE,
@@ -86,8 +91,16 @@ from .opcodes import (
 )
 from .ops.conv import _conv_backward_wide, _conv_forward_wide
 from .ops.dense import _dense_backward, _dense_forward
-from .ops.elementwise import _activation_backward, _activation_forward, _adam_update, _loss, _sgd_update
-from .ops.pool import _pool_backward, _pool_forward
+from .ops.elementwise import (
+    _activation_backward,
+    _activation_forward,
+    _adam_update,
+    _dropout_backward,
+    _dropout_forward,
+    _loss,
+    _sgd_update,
+)
+from .ops.pool import _avgpool_backward, _avgpool_forward, _pool_backward, _pool_forward
 
 
 @jit_reduce
@@ -198,6 +211,11 @@ def run(x, labels, targets, P, G, WF, WI, loss_kind, opt_kind, buf1, buf2):
         elif kind == POOL:
             _pool_forward(A, xo, yo, IDX, N * op[ARG], N, op[C], op[H], op[W], op[OH], op[OW],
                           op[KH], op[KW], op[SH], op[SW])
+        elif kind == AVGPOOL:
+            _avgpool_forward(A, xo, yo, N, op[C], op[H], op[W], op[OH], op[OW], op[KH], op[KW], op[SH],
+                             op[SW], one)
+        elif kind == DROPOUT:
+            _dropout_forward(A, xo, yo, N * op[MASK], N * op[OUT_SIZE], training)
         elif kind != FLATTEN:
             _activation_forward(kind, A, xo, yo, N * op[OUT_SIZE], one)
     if not training:
@@ -234,7 +252,15 @@ def run(x, labels, targets, P, G, WF, WI, loss_kind, opt_kind, buf1, buf2):
             if need_dx:
                 _pool_backward(D, do, dxo, IDX, N * op[ARG], N, op[C], op[H], op[W], op[OH],
                                op[OW], op[KW], op[SH], op[SW])
+        elif kind == AVGPOOL:
+            if need_dx:
+                _avgpool_backward(D, do, dxo, N, op[C], op[H], op[W], op[OH], op[OW], op[KH], op[KW],
+                                  op[SH], op[SW], one)
         elif kind == FLATTEN:
+            continue
+        elif kind == DROPOUT:
+            if need_dx:
+                _dropout_backward(A, N * op[MASK], D, do, N * op[OUT_SIZE])
             continue
         else:
             if need_dx:
@@ -246,7 +272,7 @@ def run(x, labels, targets, P, G, WF, WI, loss_kind, opt_kind, buf1, buf2):
         _sgd_update(P, G, buf1, S[h], S[h + 1], S[h + 2])
     elif opt_kind == ADAM_UPDATE:
         _adam_update(P, G, buf1, buf2, S[h], S[h + 1], S[h + 2], S[h + 3], S[h + 4], S[h + 5],
-                     S[h + 6], S[h + 7])
+                     S[h + 6], S[h + 7], S[S_DECAY])
     WI[H_PC] = 0
     S[S_STATUS] = 0
     return loss[0]

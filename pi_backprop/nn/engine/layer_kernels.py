@@ -16,10 +16,18 @@ import numpy as np
 
 from . import blas
 from . import opcodes as op
+from .ops.augment import _augment_images
 from .ops.conv import _conv_backward, _conv_backward_wide, _conv_forward, _conv_forward_wide
 from .ops.dense import _dense_backward, _dense_forward
-from .ops.elementwise import _activation_backward, _activation_forward, _adam_update, _sgd_update
-from .ops.pool import _pool_backward, _pool_forward
+from .ops.elementwise import (
+    _activation_backward,
+    _activation_forward,
+    _adam_update,
+    _dropout_backward,
+    _dropout_forward,
+    _sgd_update,
+)
+from .ops.pool import _avgpool_backward, _avgpool_forward, _pool_backward, _pool_forward
 from .program import blas_pays, conv_buffer_sizes
 
 
@@ -176,6 +184,66 @@ def maxpool_backward(dout, argmax, x_shape, pool, stride):
     return D[dout.size:].reshape(x_shape)
 
 
+# -- average pooling -----------------------------------------------------------------------
+
+def avgpool_forward(x, pool, stride):
+    """x (N, C, H, W) -> y (N, C, OH, OW): the mean of each kh×kw window."""
+    (kh, kw), (sh, sw) = pool, stride
+    N, C, H, W = x.shape
+    OH, OW = (H - kh) // sh + 1, (W - kw) // sw + 1
+    A = _buffer_with(x, N * C * OH * OW)
+    _avgpool_forward(A, 0, x.size, N, C, H, W, OH, OW, kh, kw, sh, sw, x.dtype.type(1))
+    return A[x.size:].reshape(N, C, OH, OW)
+
+
+def avgpool_backward(dout, x_shape, pool, stride):
+    """Each window's δ shared equally by its kh·kw inputs: dx = Σ_windows δ / (kh·kw)."""
+    (kh, kw), (sh, sw) = pool, stride
+    N, C, H, W = x_shape
+    OH, OW = dout.shape[2:]
+    D = _buffer_with(np.ascontiguousarray(dout), N * C * H * W)
+    _avgpool_backward(D, 0, dout.size, N, C, H, W, OH, OW, kh, kw, sh, sw, D.dtype.type(1))
+    return D[dout.size:].reshape(x_shape)
+
+
+def global_avgpool_forward(x):
+    """x (N, C, H, W) -> (N, C): the mean of each channel's plane (one window the plane's size)."""
+    N, C, H, W = x.shape
+    return avgpool_forward(x, (H, W), (1, 1)).reshape(N, C)
+
+
+def global_avgpool_backward(dout, x_shape):
+    """dout (N, C) -> dx (N, C, H, W) = δ / (H·W) everywhere in the plane."""
+    N, C, H, W = x_shape
+    return avgpool_backward(np.ascontiguousarray(dout).reshape(N, C, 1, 1), x_shape, (H, W), (1, 1))
+
+
+# -- dropout -------------------------------------------------------------------------------
+
+def dropout_forward(x, mask):
+    """y = x ⊙ mask (inverted dropout: mask 0, or 1/(1 − p), of x's shape)."""
+    A = _joined(x.dtype, x, mask, np.empty(x.size, x.dtype))
+    _dropout_forward(A, 0, 2 * x.size, x.size, x.size, True)
+    return A[2 * x.size:].reshape(x.shape)
+
+
+def dropout_backward(dout, mask):
+    """δ ⊙ mask."""
+    dx = np.array(dout, order="C")
+    _dropout_backward(np.ascontiguousarray(mask, dx.dtype).reshape(-1), 0, dx.reshape(-1), 0, dx.size)
+    return dx
+
+
+# -- image augmentation (training.augment draws the numbers) -------------------------------
+
+def augment_images(x, coef, bilinear, mean, contrast, brightness, noise, table, offsets):
+    """As ``kernels_numpy.augment_images``: x (N, C, H, W) -> y of x's dtype."""
+    y = np.empty_like(x)
+    _augment_images(np.ascontiguousarray(x), y, coef, bool(bilinear), mean, contrast, brightness, float(noise),
+                    table, offsets)
+    return y
+
+
 # -- optimizer updates on the flat parameter vector ----------------------------------------
 
 def sgd_update(p, g, velocity, lr, momentum, weight_decay):
@@ -184,7 +252,9 @@ def sgd_update(p, g, velocity, lr, momentum, weight_decay):
     _sgd_update(p, g, velocity, t(lr), t(momentum), t(weight_decay))
 
 
-def adam_update(p, g, m, v, lr, beta1, beta2, eps, step):
-    """Adam (Kingma & Ba, alg. 1) with bias correction; ``step`` counts from 1."""
+def adam_update(p, g, m, v, lr, beta1, beta2, eps, step, decoupled_decay=0.0):
+    """Adam (Kingma & Ba, alg. 1) with bias correction; ``step`` counts from 1. With
+    ``decoupled_decay`` λ (AdamW, as PyTorch's): p ← p·(1 − ηλ) first."""
     t = p.dtype.type
-    _adam_update(p, g, m, v, *(t(s) for s in op.adam_scalars(lr, beta1, beta2, eps, step)))
+    _adam_update(p, g, m, v, *(t(s) for s in op.adam_scalars(lr, beta1, beta2, eps, step)),
+                 t(op.decay_factor(lr, decoupled_decay)))

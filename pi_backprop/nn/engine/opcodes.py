@@ -9,17 +9,19 @@ full picture):
     WF  the model dtype: [S (S_SIZE scalars, S_*) | A activations | D deltas | X scratch]
 """
 
-# op kinds (column KIND)
-DENSE, CONV, POOL, FLATTEN, RELU, SIGMOID, TANH = 1, 2, 3, 4, 5, 6, 7
+# op kinds (column KIND): POOL is max pooling, AVGPOOL average pooling (also the global
+# average, as one window the size of the plane)
+DENSE, CONV, POOL, FLATTEN, RELU, SIGMOID, TANH, AVGPOOL, DROPOUT = 1, 2, 3, 4, 5, 6, 7, 8, 9
 ACTIVATIONS = (RELU, SIGMOID, TANH)
 
 # columns of an op row: where the input and output lie in A (IN, OUT) and their sizes; where
 # W and b lie in the parameter vector (WOFF, BOFF); the input's C, H, W; F outputs (dense:
 # C inputs, F outputs); OH, OW; kernel or pool window KH, KW; stride SH, SW; padding PH, PW;
-# where a pool's arg-maxes (ARG) and a convolution's buffers (COLS) lie.
+# where a max pool's arg-maxes (ARG), a convolution's buffers (COLS) and a dropout's mask
+# (MASK, in A: the caller writes it before each training step) lie.
 (KIND, IN, OUT, IN_SIZE, OUT_SIZE, WOFF, BOFF, C, H, W, F, OH, OW, KH, KW, SH, SW, PH, PW, ARG,
- COLS) = range(21)
-NCOLS = 21
+ COLS, MASK) = range(22)
+NCOLS = 22
 
 # losses (the loss_kind argument)
 SOFTMAX_CE, MSE = 0, 1
@@ -32,8 +34,9 @@ FORWARD_ONLY, SGD_UPDATE, ADAM_UPDATE = -1, 1, 2
 BAD_INPUT, BAD_LABEL, BAD_TARGET, BAD_PROGRAM, NEED_CALLER = -1.0, -2.0, -3.0, -4.0, -5.0
 
 # scalar slots in S: batch size, the constant 1 in the model's dtype, eight optimizer
-# hyper-parameters from S_HYPER on, the status of the last call
-S_N, S_ONE, S_HYPER, S_STATUS = 0, 1, 2, 10
+# hyper-parameters from S_HYPER on, the status of the last call, the factor 1 − ηλ of
+# decoupled weight decay (AdamW; 1 for Adam)
+S_N, S_ONE, S_HYPER, S_STATUS, S_DECAY = 0, 1, 2, 10, 11
 S_SIZE = 16
 
 
@@ -41,6 +44,12 @@ def adam_scalars(lr, beta1, beta2, eps, step) -> tuple:
     """The eight Adam scalars the update kernel takes, in its order (S_HYPER on): lr, β1,
     1 − β1, β2, 1 − β2, the bias corrections 1 − β1^t and 1 − β2^t (``step`` t from 1), ε."""
     return lr, beta1, 1 - beta1, beta2, 1 - beta2, 1 - beta1 ** step, 1 - beta2 ** step, eps
+
+
+def decay_factor(lr, weight_decay) -> float:
+    """AdamW's decoupled weight decay as the factor the parameters are multiplied by first:
+    1 − ηλ (PyTorch's ``param.mul_(1 - lr * weight_decay)``); exactly 1 without decay."""
+    return 1 - lr * weight_decay
 
 # slots of WI's header: batch size, layers, cols_size (per sample); where A and D start and
 # end and X starts in WF (X runs to WF's end); for a step driven op by op: 1 in H_OP_BY_OP,

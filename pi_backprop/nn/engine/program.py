@@ -18,13 +18,14 @@ import numpy as np
 
 from .. import layers as L
 from ..losses import MSELoss, SoftmaxCrossEntropy, check_targets
-from ..optim import SGD, Adam
+from ..optim import SGD, Adam, AdamW
 from . import opcodes as op
 
 _KINDS = {L.Dense: op.DENSE, L.Conv2D: op.CONV, L.MaxPool2D: op.POOL, L.Flatten: op.FLATTEN,
-          L.ReLU: op.RELU, L.Sigmoid: op.SIGMOID, L.Tanh: op.TANH}
+          L.ReLU: op.RELU, L.Sigmoid: op.SIGMOID, L.Tanh: op.TANH, L.AvgPool2D: op.AVGPOOL,
+          L.GlobalAvgPool2D: op.AVGPOOL, L.Dropout: op.DROPOUT}
 _LOSSES = {SoftmaxCrossEntropy: op.SOFTMAX_CE, MSELoss: op.MSE}
-_OPTIMIZERS = {SGD: op.SGD_UPDATE, Adam: op.ADAM_UPDATE}
+_OPTIMIZERS = {SGD: op.SGD_UPDATE, Adam: op.ADAM_UPDATE, AdamW: op.ADAM_UPDATE}
 _INT64 = np.dtype(np.int64)  # comparing with a dtype is faster than with a type
 _WORKSPACES_KEPT = 3  # batch sizes with a live workspace: training, last partial batch, predict
 # The one rule for BLAS: a dense product of at least this many multiply-adds runs faster
@@ -72,6 +73,7 @@ class Program:
         act_offset, arg_offset, cols_offset, scratch = 0, 0, 0, 0
         shape, size = model.input_shape, self.input_size
         max_size = size
+        self.dropouts = []  # (layer, per-sample input shape, mask offset in A)
         for index, (layer, out_shape) in enumerate(zip(model.layers, model.output_shapes)):
             out_size = int(np.prod(out_shape))
             row = self.ops[index]
@@ -81,6 +83,10 @@ class Program:
                 row[op.OUT] = act_offset  # same memory, another shape
             else:
                 act_offset += size
+                if isinstance(layer, L.Dropout):  # its mask, then its output
+                    row[op.MASK] = act_offset
+                    self.dropouts.append((layer, shape, act_offset))
+                    act_offset += size
                 row[op.OUT] = act_offset
             if isinstance(layer, L.Dense):
                 row[op.WOFF], row[op.BOFF] = offsets[id(layer)]
@@ -107,6 +113,17 @@ class Program:
                     row[op.SH:op.SW + 1] = layer.stride
                     row[op.ARG] = arg_offset
                     arg_offset += out_size
+            elif isinstance(layer, L.AvgPool2D):
+                row[op.C], row[op.H], row[op.W] = shape
+                row[op.F] = shape[0]
+                row[op.OH], row[op.OW] = out_shape[1], out_shape[2]
+                row[op.KH:op.KW + 1] = layer.pool_size
+                row[op.SH:op.SW + 1] = layer.stride
+            elif isinstance(layer, L.GlobalAvgPool2D):  # one window, the plane's size
+                row[op.C], row[op.H], row[op.W] = shape
+                row[op.F] = shape[0]
+                row[op.KH], row[op.KW] = shape[1], shape[2]
+                row[op.OH] = row[op.OW] = row[op.SH] = row[op.SW] = 1
             shape, size = out_shape, out_size
             max_size = max(max_size, size)
         self.act_size = act_offset + size
@@ -162,7 +179,7 @@ class Program:
             WI[op.HEADER:op.HEADER + ops.size] = ops
             WF = _aligned_zeros(x0 + N * self.cols_size + self.scratch_size, self.dtype)
             S = WF[:op.S_SIZE]
-            S[op.S_N], S[op.S_ONE] = N, 1
+            S[op.S_N], S[op.S_ONE], S[op.S_DECAY] = N, 1, 1
             op_by_op = self.has_strided_conv or self.prefers_blas(N)
             runner = _engine_module("op_by_op" if op_by_op else "kernels").run
             space = (WF, WI, WF[a0:a1], S, runner)
@@ -192,7 +209,9 @@ class Program:
             targets = t_array.ravel()
         else:  # other dtypes or shapes: the layer path's checks convert, or raise its errors
             labels, targets = self._checked_targets(model, x, t_array, loss)
-        WF, WI, _, S, runner = self._workspaces.get(N) or self.workspace(N)
+        WF, WI, A, S, runner = self._workspaces.get(N) or self.workspace(N)
+        if self.dropouts:
+            self._write_masks(A, N)
         if self._opt_kind == op.SGD_UPDATE:
             hyper = (optimizer.lr, optimizer.momentum, optimizer.weight_decay)
             if self._sgd_hyper.get(N) != hyper:  # a numpy slice assignment is slow next to a small step
@@ -203,6 +222,7 @@ class Program:
         else:
             step = optimizer.step_count + 1
             S[_ADAM_SLOTS] = op.adam_scalars(optimizer.lr, optimizer.beta1, optimizer.beta2, optimizer.eps, step)
+            S[op.S_DECAY] = op.decay_factor(optimizer.lr, optimizer.decoupled_decay)
             self._sgd_hyper.pop(N, None)
             buffers = optimizer.buffers
             buf1, buf2 = buffers["m"], buffers["v"]
@@ -212,6 +232,13 @@ class Program:
             self._raise_for(model, value, x, t_array, loss)
         optimizer.step_count += 1
         return value
+
+    def _write_masks(self, A, N):
+        """Each dropout's mask for this step into its place in A (the layer draws it: the same
+        mask the layer path would use)."""
+        for layer, shape, offset in self.dropouts:
+            start = N * offset
+            A[start:start + N * int(np.prod(shape))] = layer.mask((N, *shape), self.dtype).reshape(-1)
 
     def _bind(self, model, loss, optimizer) -> bool:
         """Remember loss and optimizer for the calls to come; False if either is not supported."""

@@ -12,7 +12,7 @@ import numpy as np
 from .. import layers as L
 from ..backend import kernels
 from ..losses import MSELoss, SoftmaxCrossEntropy
-from ..optim import SGD, Adam
+from ..optim import SGD, AdamW
 from ..sequential import Sequential
 
 
@@ -34,6 +34,11 @@ def _layer_kernels(dtype):
         k.conv2d_backward(yc, cache, Wc, np.empty_like(Wc), np.empty_like(bc), (1, 1), (1, 1))
         pooled, argmax = k.maxpool_forward(image, (2, 2), (2, 2))
         k.maxpool_backward(pooled, argmax, image.shape, (2, 2), (2, 2))
+        averaged = k.avgpool_forward(image, (2, 2), (2, 2))
+        k.avgpool_backward(averaged, image.shape, (2, 2), (2, 2))
+        k.global_avgpool_backward(k.global_avgpool_forward(image), image.shape)
+        mask = np.ones_like(image)
+        k.dropout_backward(k.dropout_forward(image, mask), mask)
         p, g = rng.normal(size=4).astype(dtype), rng.normal(size=4).astype(dtype)
         k.sgd_update(p, g, np.zeros_like(p), 0.1, 0.9, 0.01)
         k.adam_update(p, g, np.zeros_like(p), np.zeros_like(p), 0.1, 0.9, 0.999, 1e-8, 1)
@@ -48,8 +53,8 @@ def _fused_step(dtype):
         # One network with every op kind of the fused call (the interpreter compiles once
         # per dtype), a dense one at a batch that takes the op-by-op BLAS path, and one with a
         # strided convolution, which runs op by op too (engine/op_by_op.py).
-        cnn = Sequential([L.Conv2D(1, 2, 3, padding=1), L.ReLU(), L.MaxPool2D(2), L.Flatten(),
-                          L.Dense(8, 4), L.Tanh(), L.Dense(4, 3), L.Sigmoid()],
+        cnn = Sequential([L.Conv2D(1, 2, 3, padding=1), L.ReLU(), L.MaxPool2D(2), L.AvgPool2D(1), L.Dropout(0.5),
+                          L.Flatten(), L.Dense(8, 4), L.Tanh(), L.Dense(4, 3), L.Sigmoid()],
                          seed=0, dtype=dtype, input_shape=(1, 4, 4))
         mlp = Sequential([L.Dense(64, 32), L.ReLU(), L.Dense(32, 3)], seed=0, dtype=dtype)
         mlp_macs = 64 * 32 + 32 * 3  # multiply-adds per sample
@@ -63,7 +68,7 @@ def _fused_step(dtype):
                 x = rng.normal(size=(batch,) + model.input_shape).astype(dtype)
                 labels = np.arange(batch) % 3
                 model.train_step(x, labels, SoftmaxCrossEntropy(), SGD(model, 0.1))
-                model.train_step(x, np.eye(3, dtype=dtype)[labels], MSELoss(), Adam(model))
+                model.train_step(x, np.eye(3, dtype=dtype)[labels], MSELoss(), AdamW(model))
                 model.predict(x)
         finally:
             set_backend(previous)

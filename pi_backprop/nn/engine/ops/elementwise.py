@@ -1,5 +1,5 @@
-"""Elementwise operations: activations and their derivatives, the losses with their output
-δ, and the optimizer updates on the flat parameter vector."""
+"""Elementwise operations: activations and their derivatives, dropout, the losses with their
+output δ, and the optimizer updates on the flat parameter vector."""
 
 import numpy as np
 
@@ -46,6 +46,30 @@ def _activation_backward(kind, A, yo, D, do, size, one):
     else:
         for k in range(size):
             d[k] = d[k] * (one - y[k] * y[k])
+
+
+@jit
+def _dropout_forward(A, xo, yo, mo, size, training):
+    """Inverted dropout: y = x ⊙ mask while training (the mask at mo: 0, or 1/(1 − p)),
+    y = x in inference."""
+    x = A[xo:xo + size]
+    y = A[yo:yo + size]
+    if training:
+        mask = A[mo:mo + size]
+        for k in range(size):
+            y[k] = x[k] * mask[k]
+    else:
+        for k in range(size):
+            y[k] = x[k]
+
+
+@jit
+def _dropout_backward(A, mo, D, do, size):
+    """δ ⊙ mask, in place."""
+    mask = A[mo:mo + size]
+    d = D[do:do + size]
+    for k in range(size):
+        d[k] = d[k] * mask[k]
 
 
 @jit
@@ -101,10 +125,11 @@ def _sgd_update(p, g, velocity, lr, momentum, weight_decay):
 
 @jit
 def _adam_update(p, g, m, v, lr, beta1, one_minus_beta1, beta2, one_minus_beta2,
-                 correction1, correction2, eps):
-    """Adam (Kingma & Ba, alg. 1) with the bias corrections 1 − β₁ᵗ, 1 − β₂ᵗ given."""
+                 correction1, correction2, eps, decay):
+    """Adam (Kingma & Ba, alg. 1) with the bias corrections 1 − β₁ᵗ, 1 − β₂ᵗ given; first
+    p ← p·decay, the decoupled weight decay 1 − ηλ of AdamW (1 for Adam: p unchanged)."""
     for i in range(p.size):
         gi = g[i]
         m[i] = m[i] * beta1 + one_minus_beta1 * gi
         v[i] = v[i] * beta2 + one_minus_beta2 * gi * gi
-        p[i] -= lr * (m[i] / correction1) / (np.sqrt(v[i] / correction2) + eps)
+        p[i] = p[i] * decay - lr * (m[i] / correction1) / (np.sqrt(v[i] / correction2) + eps)

@@ -1,4 +1,6 @@
-"""Max pooling: the window's maximum forward (its index kept in IDX), δ routed to it backward."""
+"""Pooling. Max: the window's maximum forward (its index kept in IDX), δ routed to it
+backward. Average: the window's mean forward, δ shared equally by its inputs backward (a
+window the size of the plane is the global average)."""
 
 from ..jit import jit, jit_inline
 from .elementwise import _zero
@@ -85,3 +87,39 @@ def _pool_backward(D, do, dxo, IDX, ao, N, C, H, W, OH, OW, kw, sh, sw):
             for ow in range(OW):
                 where = arg[nc, oh, ow]
                 dx[nc, oh * sh + where // kw, ow * sw + where % kw] += d[nc, oh, ow]
+
+
+@jit
+def _avgpool_forward(A, xo, yo, N, C, H, W, OH, OW, kh, kw, sh, sw, one):
+    """y = Σ window / (kh·kw), in the model's dtype."""
+    x = A[xo:xo + N * C * H * W].reshape(N * C, H, W)
+    y = A[yo:yo + N * C * OH * OW].reshape(N * C, OH, OW)
+    count = one * (kh * kw)
+    for nc in range(N * C):
+        plane, out = x[nc], y[nc]
+        for oh in range(OH):
+            for ow in range(OW):
+                total = one - one
+                for i in range(kh):
+                    row = plane[oh * sh + i]
+                    for j in range(kw):
+                        total += row[ow * sw + j]
+                out[oh, ow] = total / count
+
+
+@jit
+def _avgpool_backward(D, do, dxo, N, C, H, W, OH, OW, kh, kw, sh, sw, one):
+    """dx = Σ over the windows holding an input of δ / (kh·kw); 0 for inputs in none."""
+    d = D[do:do + N * C * OH * OW].reshape(N * C, OH, OW)
+    dx = D[dxo:dxo + N * C * H * W].reshape(N * C, H, W)
+    _zero(D[dxo:dxo + N * C * H * W])
+    count = one * (kh * kw)
+    for nc in range(N * C):
+        plane, delta = dx[nc], d[nc]
+        for oh in range(OH):
+            for ow in range(OW):
+                share = delta[oh, ow] / count
+                for i in range(kh):
+                    row = plane[oh * sh + i]
+                    for j in range(kw):
+                        row[ow * sw + j] += share
