@@ -231,9 +231,43 @@ def run_steps(repeats, block_seconds, threads) -> dict:
         for candidate, value in interleaved(candidates, repeats, block_seconds).items():
             predict_rows.append({"workload": workload, "model": name, "candidate": candidate,
                                  "seconds_per_sample": value})
+    augment_rows = augment_cost(repeats, block_seconds)
     pb.set_backend("numba")
-    return {"steps": rows, "predict": predict_rows, "matmul_gflops": matmul_gflops(),
+    return {"steps": rows, "predict": predict_rows, "augment": augment_rows, "matmul_gflops": matmul_gflops(),
             "threads": threads or "default"}
+
+
+AUGMENT_CASE = ("W2", "camera_cnn", 32)   # the issue's measure: the augmentation's cost next to this step
+AUGMENTATIONS = {"shipped camera_cnn [augment]": None,
+                 "every image change": {"shift": 3, "hflip": True, "rotate": 15, "scale": 0.15, "brightness": 0.2,
+                                        "contrast": 0.2, "noise": 0.03}}
+
+
+def augment_cost(repeats, block_seconds) -> list:
+    """Each augmentation's time per batch next to the training step of AUGMENT_CASE, both
+    backends (the numba backend augments with its compiled pass, numpy with numpy)."""
+    import pi_backprop as pb
+
+    from ..nn.augment import Augment
+    workload, name, batch = AUGMENT_CASE
+    definition = pb.load_definition(name)
+    rows = []
+    for backend in ("numba", "numpy"):
+        step, _ = ours(backend, name, batch)
+        x, _ = _data(definition, batch)
+        for label, table in AUGMENTATIONS.items():
+            augment = Augment.from_table(definition.augment if table is None else table, definition.input_shape)
+            counter = iter(range(1 << 62))
+
+            def augmented(augment=augment, counter=counter, backend=backend):
+                if pb.get_backend() != backend:
+                    pb.set_backend(backend)
+                augment.apply(x, 0, next(counter))
+            seconds = interleaved({"step": step, "augment": augmented}, repeats, block_seconds)
+            rows.append({"workload": workload, "batch": batch, "backend": backend, "augmentation": label,
+                         "table": augment.to_table(), "step_seconds": seconds["step"],
+                         "augment_seconds": seconds["augment"]})
+    return rows
 
 
 # -- start-up and memory, each in a fresh interpreter ----------------------------------------------
@@ -375,6 +409,15 @@ def markdown(results) -> str:
             lines.append(f"| {row['workload']} | {row['batch']} | {row['candidate']} | {seconds * 1e3:.3f} | "
                          f"{1 / seconds:,.0f} | {gflops:.2f} | {100 * gflops / peak:.0f}% | "
                          f"{'' if ratio is None else f'{ratio:.1f}×'} | {target} |")
+        if data.get("augment"):
+            lines += ["", f"### Augmentation next to the training step, {title}", "",
+                      "| workload | batch | backend | augmentation | step ms | augment ms | share of the step |",
+                      "|---|---:|---|---|---:|---:|---:|"]
+            for row in data["augment"]:
+                lines.append(f"| {row['workload']} | {row['batch']} | {row['backend']} | {row['augmentation']} "
+                             f"`{row['table']}` | {row['step_seconds'] * 1e3:.3f} | "
+                             f"{row['augment_seconds'] * 1e3:.3f} | "
+                             f"{100 * row['augment_seconds'] / row['step_seconds']:.0f}% |")
         lines += ["", f"### Single-sample predict latency, {title}", "",
                   "| workload | candidate | µs/sample | vs PyTorch |", "|---|---|---:|---:|"]
         torch_predict_times = {r["workload"]: r["seconds_per_sample"] for r in data["predict"]

@@ -1,6 +1,7 @@
-"""PNG pictures of what was learned: learning curves, a confusion matrix, and a grid of
-samples per class as the model sees them. Uses matplotlib (the ``plot`` extra), imported
-only here and only when a picture is drawn."""
+"""PNG pictures of what was learned: learning curves, a confusion matrix, a grid of
+samples per class as the model sees them, and samples with their augmented versions as the
+model is trained on them. Uses matplotlib (the ``plot`` extra), imported only here and only
+when a picture is drawn."""
 
 import numpy as np
 
@@ -91,11 +92,57 @@ def sample_grid(samples_by_class, class_names, path, title="recent samples per c
                 continue
             sample = np.asarray(samples[column])
             if sample.ndim == 3:
-                picture = sample[0] if sample.shape[0] == 1 else np.transpose(sample, (1, 2, 0))
-                ax.imshow(np.clip(picture, 0, 1), cmap="gray" if sample.shape[0] == 1 else None, vmin=0, vmax=1)
+                _show_image(ax, sample)
             else:
                 ax.plot(sample.reshape(-1), linewidth=0.8)
                 ax.set_ylim(*limits)  # one scale for all, so a quiet window looks quiet
+    fig.suptitle(title)
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+def _show_image(ax, sample):
+    """One (C, H, W) input in [0, 1]: grey for one channel, colour for three."""
+    picture = sample[0] if sample.shape[0] == 1 else np.transpose(sample, (1, 2, 0))
+    ax.imshow(np.clip(picture, 0, 1), cmap="gray" if sample.shape[0] == 1 else None, vmin=0, vmax=1)
+
+
+def augmented_samples(samples, versions, row_names, path, title="augmented training samples"):
+    """Samples with augmented versions of each, as the model is trained on them.
+
+    samples  : float (k, C, H, W) in [0, 1], or (k, L) sensor windows, as stored
+    versions : float (k, V, *the same shape): V augmented versions of each sample
+    Images: a row per sample, the stored one first, then its versions. Windows: a panel per
+    sample, the stored window drawn thick over its versions.
+    """
+    plt = _pyplot()
+    samples, versions = np.asarray(samples), np.asarray(versions)
+    rows, count = len(samples), versions.shape[1]
+    if samples.ndim == 4:
+        columns = count + 1
+        fig, axes = plt.subplots(rows, columns, figsize=(1.3 * columns + 1, 1.3 * rows + 0.6),
+                                 squeeze=False, constrained_layout=True)
+        for row in range(rows):
+            for column in range(columns):
+                ax = axes[row][column]
+                ax.set_xticks([])
+                ax.set_yticks([])
+                _show_image(ax, samples[row] if column == 0 else versions[row, column - 1])
+                if row == 0:
+                    ax.set_title("as stored" if column == 0 else f"augmented {column}", fontsize=8)
+            axes[row][0].set_ylabel(row_names[row], rotation=0, ha="right", va="center")
+    else:
+        fig, axes = plt.subplots(rows, 1, figsize=(7, 1.6 * rows + 0.6), squeeze=False, sharex=True,
+                                 constrained_layout=True)
+        for row in range(rows):
+            ax = axes[row][0]
+            for version in versions[row]:
+                ax.plot(version.reshape(-1), linewidth=0.7, alpha=0.7)
+            ax.plot(samples[row].reshape(-1), color="black", linewidth=1.6, label="as stored")
+            ax.set_ylabel(row_names[row], rotation=0, ha="right", va="center")
+            ax.grid(alpha=0.3)
+        axes[0][0].legend(loc="upper right", fontsize=8)
+        axes[-1][0].set_xlabel(f"reading (thin: {count} augmented versions)")
     fig.suptitle(title)
     fig.savefig(path, dpi=100)
     plt.close(fig)

@@ -5,6 +5,9 @@
     confusion_matrix.png  the newest checkpoint on the store's validation split
     samples.png           the newest samples of each class as the model sees them, to check
                           camera framing and labels
+    augmented_samples.png a few stored samples and augmented versions of each, as the model is
+                          trained on them: the newest checkpoint's [augment] table (--model:
+                          a definition's, --augment: a table to try)
 
 A picture whose inputs do not exist yet (no history, no checkpoint) is skipped with a note,
 so the sample grid can be checked before any training. Needs matplotlib (the ``plot``
@@ -17,18 +20,25 @@ from pathlib import Path
 import numpy as np
 
 from ..exc import CheckpointError, ConfigError, DataError
+from ..modeldef import load_definition
+from ..nn.augment import Augment
 from ..storage.store import DEFAULT_FILENAME, SampleStore
 from ..training.inference import load_newest
 from ..training.metrics import accuracy, confusion_matrix
 from . import plots
 from .evaluate import state_dir_of
+from .train import augment_text, parse_augment
 
-FILES = {"curves": "learning_curves.png", "confusion": "confusion_matrix.png", "samples": "samples.png"}
+FILES = {"curves": "learning_curves.png", "confusion": "confusion_matrix.png", "samples": "samples.png",
+         "augmented": "augmented_samples.png"}
+AUGMENTED_SAMPLES = 4    # rows of augmented_samples.png, newest first, one class after another
+AUGMENTED_VERSIONS = 5   # augmented versions beside each stored sample
 
 EXAMPLES = """\
 examples:
   pi-backprop report                                   pictures in ~/.local/state/pi-backprop/report
   pi-backprop report --state-dir /var/lib/pi-backprop --out ~/report
+  pi-backprop report --augment shift=3,brightness=0.2  try an [augment] table on the stored samples
 """
 
 
@@ -41,6 +51,12 @@ def add_arguments(parser):
     parser.add_argument("--out", metavar="DIR", help="folder for the PNG files (default: STATE_DIR/report)")
     parser.add_argument("--per-class", type=int, default=8, metavar="K",
                         help="newest samples shown per class (default 8)")
+    parser.add_argument("--model", metavar="NAME",
+                        help="show this model definition's [augment] table in augmented_samples.png "
+                             "(default: the newest checkpoint's)")
+    parser.add_argument("--augment", metavar="KEY=VALUE[,KEY=VALUE...]",
+                        help="show this [augment] table instead, to see what it does before training "
+                             "with it (e.g. shift=2,noise=0.02)")
 
 
 def run(args) -> int:
@@ -52,6 +68,8 @@ def run(args) -> int:
         raise DataError(f"no sample store at {store_path}: give the service's --state-dir "
                         "(e.g. /var/lib/pi-backprop)")
     _require_matplotlib()  # before any work is done
+    asked = parse_augment(args.augment) if args.augment is not None else None
+    definition = load_definition(args.model) if args.model else None
     out = Path(args.out) if args.out else state_dir / "report"
     try:
         out.mkdir(parents=True, exist_ok=True)
@@ -67,6 +85,8 @@ def run(args) -> int:
         if not names:
             raise DataError(f"{store_path} holds no classes yet: let the service collect samples first")
         title = f"{loaded.definition.name}, step {loaded.info.step}" if loaded else str(state_dir)
+        # First, since a table that does not fit the samples is the user's mistake (exit 2).
+        augmentation = _augmentation(asked, definition, loaded, store.sample_shape)
 
         history = _history(store.metrics())
         if history is None:
@@ -107,6 +127,23 @@ def run(args) -> int:
             plots.sample_grid(newest, labels, path,
                               title=f"newest {args.per_class} samples per class, as the model sees them")
             written.append(path)
+
+        augment, seed, where = augmentation
+        if counts.sum() == 0:
+            notes.append("no labelled samples yet: augmented samples skipped")
+        elif augment is None:
+            notes.append(f"augmented samples skipped: {where}")
+        elif not augment:
+            notes.append(f"augmented samples skipped: no augmentation in use ({where} has none)")
+        else:
+            x, rows = _some_samples(store, names)
+            # Each version is what step s of the run draws for batch position i (a pure
+            # function of seed and step): the changes the model really sees.
+            versions = np.stack([augment.apply(x, seed, step) for step in range(AUGMENTED_VERSIONS)], axis=1)
+            path = out / FILES["augmented"]
+            plots.augmented_samples(x, versions, rows, path,
+                                    title=f"{augment_text(augment.to_table())} (from {where}), training only")
+            written.append(path)
     for note in notes:
         print(note)
     for path in written:
@@ -114,6 +151,44 @@ def run(args) -> int:
     if not written:
         raise DataError(f"nothing to draw yet in {state_dir}: run the service to collect and train first")
     return 0
+
+
+def _augmentation(asked, definition, loaded, sample_shape):
+    """(Augment or None, seed, where it comes from, or why there is none) for the picture:
+    ``--augment``'s table, else ``--model``'s, else the newest checkpoint's."""
+    if sample_shape is None:
+        return None, 0, "the store holds no samples yet"
+    if asked is not None:
+        try:
+            augment = Augment.from_table(asked, sample_shape)
+        except ConfigError as error:
+            raise ConfigError(f"--augment: {error}") from None
+        return augment, 0, "--augment"
+    if definition is None and loaded is None:
+        return None, 0, ("no checkpoint yet to read the augmentation in use from; give --model NAME "
+                         "(its [augment] table) or --augment KEY=VALUE,...")
+    if definition is not None:
+        table, seed, where, shape = (definition.augment, int(definition.training.get("seed", 0)),
+                                     f"model {definition.name}", definition.input_shape)
+    else:
+        training = loaded.info.header.get("training", {})
+        table = training.get("augment", loaded.definition.augment)   # older checkpoints: the definition's
+        seed, where, shape = int(training.get("seed", 0)), loaded.info.path.name, loaded.definition.input_shape
+    if tuple(shape) != tuple(sample_shape):
+        return None, 0, f"{where} takes inputs of shape {tuple(shape)}, the store holds {tuple(sample_shape)}"
+    try:
+        return Augment.from_table(table, sample_shape), seed, where
+    except ConfigError as error:   # a checkpoint written by a later version
+        return None, 0, f"{where}: {error}"
+
+
+def _some_samples(store, names):
+    """(x float32 (k, *sample_shape), row names): the newest sample of each class, then the
+    next newest, up to ``AUGMENTED_SAMPLES``."""
+    newest = [store.newest(label, AUGMENTED_SAMPLES)[::-1] for label in range(len(names))]
+    picked = [(names[label], samples[depth]) for depth in range(AUGMENTED_SAMPLES)
+              for label, samples in enumerate(newest) if depth < len(samples)][:AUGMENTED_SAMPLES]
+    return np.stack([x for _, x in picked]), [name for name, _ in picked]
 
 
 def _require_matplotlib():

@@ -12,7 +12,9 @@ import sys
 import threading
 import time
 
+from ..exc import ConfigError
 from ..modeldef import load_definition
+from ..nn.augment import IMAGE_KEYS, SENSOR_KEYS, Augment
 from ..training.datasets import open_dataset
 from ..training.trainer import Trainer
 
@@ -37,6 +39,62 @@ def add_arguments(parser):
                         help="default: the model's [training], else adam (adamw: Adam with decoupled weight decay)")
     parser.add_argument("--seed", type=int, help="seed of the initial weights and the data order (default 0)")
     parser.add_argument("--keep", type=int, default=3, help="checkpoints to keep (default 3)")
+    augment = parser.add_mutually_exclusive_group()
+    augment.add_argument("--augment", metavar="KEY=VALUE[,KEY=VALUE...]",
+                         help="augment the training batches with this table instead of the model's [augment] "
+                              "(e.g. shift=2,noise=0.02,hflip=true; sensor models: time_shift, gain, noise); "
+                              "default: the checkpoint's, else the model's")
+    augment.add_argument("--no-augment", action="store_true", help="train on the samples as they are")
+
+
+def parse_augment(text: str) -> dict:
+    """``"shift=2,noise=0.02,hflip=true"`` -> ``{"shift": 2, "noise": 0.02, "hflip": True}``;
+    ``ConfigError`` (one line) for text that is not KEY=VALUE pairs of numbers or true/false.
+    The keys and ranges are checked against the model by ``Augment.from_table``."""
+    table = {}
+    for item in text.split(","):
+        key, equals, value = (part.strip() for part in item.partition("="))
+        if not key or not equals or not value:
+            raise ConfigError(f"--augment: expected KEY=VALUE[,KEY=VALUE...] (e.g. shift=2,noise=0.02), got {text!r}")
+        if key in table:
+            raise ConfigError(f"--augment: {key} is given twice")
+        table[key] = _augment_value(key, value)
+    return table
+
+
+def _augment_value(key: str, value: str) -> bool | int | float:
+    if value.lower() in ("true", "false"):
+        return value.lower() == "true"
+    for kind in (int, float):
+        try:
+            return kind(value)
+        except ValueError:
+            pass
+    raise ConfigError(f"--augment: {key}={value}: expected a number or true/false")
+
+
+def augment_text(table: dict) -> str:
+    """``"augment shift=2 noise=0.02"``, or ``"no augmentation"`` for an empty table."""
+    if not table:
+        return "no augmentation"
+    known = list(IMAGE_KEYS if set(table) <= set(IMAGE_KEYS) else SENSOR_KEYS)
+    keys = sorted(table, key=lambda key: known.index(key) if key in known else len(known))   # the README's order
+    values = (str(table[key]).lower() if isinstance(table[key], bool) else f"{table[key]:g}" for key in keys)
+    return "augment " + " ".join(f"{key}={value}" for key, value in zip(keys, values))
+
+
+def augment_option(args, definition) -> dict | None:
+    """The table ``--augment``/``--no-augment`` ask for, checked against ``definition``'s
+    input (``ConfigError`` naming the key), or None when neither was given."""
+    if args.no_augment:
+        return {}
+    if args.augment is None:
+        return None
+    try:
+        return Augment.from_table(parse_augment(args.augment), definition.input_shape).to_table()
+    except ConfigError as error:
+        message = str(error)
+        raise ConfigError(message if message.startswith("--augment") else f"--augment: {message}") from None
 
 
 def resume_command(args) -> str:
@@ -52,6 +110,10 @@ def resume_command(args) -> str:
             words += [f"--{option.replace('_', '-')}", str(value)]
     if args.keep != 3:
         words += ["--keep", str(args.keep)]
+    if args.no_augment:
+        words.append("--no-augment")
+    elif args.augment is not None:
+        words += ["--augment", args.augment]
     return shlex.join(words)
 
 
@@ -169,15 +231,16 @@ class Progress:
 
 def run(args) -> int:
     if args.steps < 0:
-        from ..exc import ConfigError
         raise ConfigError(f"--steps must be >= 0, got {args.steps}")
     stop = threading.Event()
     with StopOnSignal(stop) as signals:
         definition = load_definition(args.model)
+        augment = augment_option(args, definition)   # before the data are read
         dataset = open_dataset(args.data, definition)
         with Trainer(definition, dataset, args.checkpoint_dir, optimizer=args.optimizer, lr=args.lr,
-                     batch_size=args.batch_size, seed=args.seed, checkpoint_every=args.checkpoint_every,
-                     eval_every=args.eval_every, keep=args.keep, stop_event=stop) as trainer:
+                     batch_size=args.batch_size, seed=args.seed, augment=augment,
+                     checkpoint_every=args.checkpoint_every, eval_every=args.eval_every, keep=args.keep,
+                     stop_event=stop) as trainer:
             return _train(trainer, args, signals)
 
 
@@ -192,7 +255,8 @@ def _train(trainer, args, signals) -> int:
     data = trainer.dataset
     print(f"training {trainer.definition.name} ({trainer.model.num_parameters:,} parameters) on {data.source} "
           f"({len(data.train_index)} samples, {len(data.eval_index)} held out): {s['optimizer']} "
-          f"lr {trainer.optimizer.lr:g}, batch {s['batch_size']}, seed {s['seed']}; steps {trainer.step} -> "
+          f"lr {trainer.optimizer.lr:g}, batch {s['batch_size']}, seed {s['seed']}, "
+          f"{augment_text(trainer.augment.to_table())}; steps {trainer.step} -> "
           f"{args.steps}, checkpoint every {trainer.checkpoint_every}", file=out, flush=True)
     progress = Progress(args.steps, trainer.step, out=out, stop_event=trainer.stop_event)
     trainer.hooks.append(progress)

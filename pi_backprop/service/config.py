@@ -12,16 +12,23 @@ keeps the two in step.
 
 An unknown section or key, or a value of the wrong type or out of range, raises
 ``ConfigError`` with one line naming ``section.key``, what is expected and what was given.
-TOML has no null: "not set" is an empty string or an empty list, as each key's doc says.
+TOML has no null: "not set" is an empty string or an empty list, as each key's doc says;
+a table key (``training.augment``) not set is simply left out of the file.
+
+Some keys are checked against the model too, where the service loads it (the loader does
+not): the per-class pin lists (``capture.check_pins_for_classes``) and
+``training.augment`` (``augment_for_model``).
 """
 
 import dataclasses
 import math
 import tomllib
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import MappingProxyType
 
 from ..exc import ConfigError
+from ..nn.augment import Augment
 from ..storage.split import VALIDATION_FRACTION
 
 ADC_CHIPS = ("MCP3001", "MCP3002", "MCP3004", "MCP3008", "MCP3201", "MCP3202", "MCP3204",
@@ -31,7 +38,8 @@ BCM_PIN = (0, 27)  # the 40-pin header's GPIO numbers
 
 @dataclasses.dataclass(frozen=True)
 class Key:
-    """One configuration key: ``kind`` is "str", "int", "float", "bool" or "int-list"."""
+    """One configuration key: ``kind`` is "str", "int", "float", "bool", "int-list" or
+    "table" (names to numbers or booleans, a ``Table``; default None: not set)."""
 
     kind: str
     default: object
@@ -47,7 +55,8 @@ class Key:
         if self.choices:
             return "one of " + ", ".join(f'"{c}"' for c in self.choices)
         what = {"str": "a string", "int": "an integer", "float": "a number", "bool": "true or false",
-                "int-list": "a list of integers"}[self.kind]
+                "int-list": "a list of integers",
+                "table": "a table of numbers and true/false, e.g. { shift = 2, noise = 0.02 }"}[self.kind]
         bounds = []
         if self.minimum is not None:
             bounds.append(f">= {self.minimum:g}")
@@ -59,6 +68,28 @@ class Key:
             if bounds:
                 what += ", each"
         return f"{what} {' and '.join(bounds)}".strip()
+
+
+class Table(Mapping):
+    """A table key's value: a read-only mapping, hashable like the rest of a ``Config``."""
+
+    def __init__(self, items: Mapping):
+        self._items = dict(items)
+
+    def __getitem__(self, name: str) -> object:
+        return self._items[name]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._items)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def __hash__(self) -> int:
+        return hash(frozenset(self._items.items()))
+
+    def __repr__(self) -> str:
+        return f"Table({self._items!r})"
 
 
 NO_PIN = -1  # in a per-class pin list: this class has no button / LED (TOML has no null)
@@ -120,6 +151,8 @@ SCHEMA = {
         "weight_decay": Key("float", 0.0, "weight decay: L2 for sgd, decoupled for adamw (try 0.01)",
                             live=True, minimum=0, maximum=1),
         "batch_size": Key("int", 32, "samples per training step", live=True, minimum=1, maximum=4096),
+        "augment": Key("table", None, "random changes to each training batch, an [augment] table as in a model "
+                       "definition (see the README); not set = the model's own, {} = none", live=True),
         "min_samples_per_class": Key("int", 10, "labelled training samples every class needs "
                                      "before training starts", live=True, minimum=1),
         "burst_steps": Key("int", 20, "training steps between two looks at the sources",
@@ -131,8 +164,9 @@ SCHEMA = {
                                         "whichever comes first", live=True, minimum=1),
         "min_checkpoint_seconds": Key("float", 60.0, "but never more often than this: a fast model "
                                       "would otherwise wear the SD card", live=True, minimum=0),
-        "rest_after_epochs": Key("int", 100, "epochs over the same samples after which training rests until "
-                                 "new ones come (the SD card is spared); 0 = never rest", live=True, minimum=0),
+        "rest_after_epochs": Key("int", 100, "epochs (and at least 2000 steps) over the same samples after which "
+                                 "training rests until new ones come (the SD card is spared); 0 = never rest",
+                                 live=True, minimum=0),
         "keep": Key("int", 3, "checkpoints kept on disk (older ones are deleted)", live=True,
                     minimum=1, maximum=1000),
         "validation_fraction": Key("float", VALIDATION_FRACTION, "share of samples held out for validation",
@@ -246,6 +280,14 @@ def _check_value(dotted, key, value):
         if (key.minimum is not None and value < key.minimum) or (key.maximum is not None and value > key.maximum):
             raise bad()
         return value
+    if key.kind == "table":
+        # The names and ranges depend on the model's input (augment_for_model checks them).
+        if not isinstance(value, dict):
+            raise bad()
+        for name, item in value.items():
+            if not (isinstance(item, bool | int) or isinstance(item, float) and math.isfinite(item)):
+                raise ConfigError(f"{dotted}.{name}: expected a number or true/false, got {item!r}")
+        return Table(value)
     # int-list
     if not isinstance(value, list) or any(isinstance(v, bool) or not isinstance(v, int) for v in value):
         raise bad()
@@ -277,14 +319,30 @@ def _check_together(values, where):
             used[pin] = dotted
 
 
+def augment_for_model(config: Config, definition) -> dict:
+    """The ``[augment]`` table the service trains ``definition`` with: ``training.augment``
+    if set ({}: none), else the definition's own. ``ConfigError`` naming
+    ``training.augment.<key>`` when a key does not fit the model's input (a sensor key for a
+    camera model) or a value is out of range."""
+    table = config.training.augment
+    if table is None:
+        return dict(definition.augment)
+    try:
+        return Augment.from_table(dict(table), definition.input_shape, where="training.augment").to_table()
+    except ConfigError as error:
+        raise ConfigError(f"{config.path}: {error}" if config.path else str(error)) from None
+
+
 def parse_config(document: dict, *, path: str | None = None) -> Config:
     """Validate a parsed TOML document (``dict``) against ``SCHEMA``; missing keys take defaults."""
     where = f"{path}: " if path else ""
     values = {}
     for section, content in document.items():
         if section not in SCHEMA:
+            # A model definition's [augment] table goes under [training] here.
+            hint = "; augmentation is [training.augment] here" if section == "augment" else ""
             raise ConfigError(f"{where}[{section}]: unknown section; expected one of "
-                              + ", ".join(SCHEMA))
+                              + ", ".join(SCHEMA) + hint)
         if not isinstance(content, dict):
             raise ConfigError(f"{where}{section}: expected a [{section}] table, got {content!r}")
         for name, value in content.items():

@@ -40,7 +40,7 @@ from ..training.inference import confidences
 from ..training.trainer import DivergenceError, StepReport, Trainer
 from .capture import Capture, Sample, SimulatedOperator, check_pins_for_classes, open_source
 from .commands import Command, Commands
-from .config import NO_PIN, Config, diff_live, load_config
+from .config import NO_PIN, Config, augment_for_model, diff_live, load_config
 from .events import Event, EventBus
 from .labelling import Labelling
 from .predictions import PredictionReporter, class_to_light, prediction
@@ -57,8 +57,19 @@ ACCURACY_SAMPLE = 256        # training samples scored for the train-accuracy cu
 METRICS_SECONDS = 60.0       # metrics rows are stored this often (and at checkpoints, rests, the stop)
 MAX_METRIC_ROWS_KEPT = 1000  # rows kept in memory while the store cannot take them
 ERROR_SECONDS = 10.0         # the error pattern stays this long after a part failed, to be seen
+# Steps over the same samples before a rest, whatever rest_after_epochs says: a few dozen
+# samples make an epoch of one or two steps, and augmented ones keep teaching for longer.
+MIN_STEPS_BEFORE_REST = 2000
 # Else the status LEDs show the state's name.
 LIGHTS_FOR_STATE = {"paused": "idle", "resting": "idle", "stopping": "idle"}
+
+
+def _augment_text(table: dict) -> str:
+    """``augmented (shift=2 noise=0.02)`` or ``not augmented``, for the log."""
+    if not table:
+        return "not augmented"
+    values = " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else f'{v:g}'}" for k, v in table.items())
+    return f"augmented ({values})"
 
 
 def balanced_index(train_index: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -101,6 +112,7 @@ class Service:
         self.checkpoint_dir = self.state_dir / "checkpoints"
         self.definition = load_definition(config.model.name)
         check_pins_for_classes(config, self.definition)
+        self.augment = augment_for_model(config, self.definition)   # before any hardware is opened
         self.events = EventBus()
         if on_light is not None:
             self.events.subscribe(lambda event: on_light(event.data["state"], event.data["text"]), "lights")
@@ -258,6 +270,9 @@ class Service:
                           lr=training.lr, seed=self.config.model.seed,
                           momentum=training.momentum if sgd else None,
                           weight_decay=training.weight_decay if sgd or training.optimizer == "adamw" else None,
+                          # Always explicit: a run resumed without the key goes back to the
+                          # definition's table (the trainer would keep the checkpoint's).
+                          augment=self.augment,
                           # The service decides when to checkpoint (_checkpoint_if_due: steps,
                           # seconds and a minimum interval for the SD card) and to evaluate.
                           checkpoint_every=sys.maxsize, eval_every=sys.maxsize, keep=training.keep,
@@ -271,6 +286,7 @@ class Service:
             _log.info("resumed from %s (step %d)", trainer.resumed_from.path, trainer.step)
         else:
             _log.info("no checkpoint in %s: starting %s from fresh weights", self.checkpoint_dir, self.definition.name)
+        _log.info("training batches: %s", _augment_text(trainer.augment.to_table()))
         return trainer
 
     def _warm_up_or_stop(self):
@@ -389,13 +405,14 @@ class Service:
         return True
 
     def _learnt_enough(self) -> bool:
-        """``rest_after_epochs`` epochs trained over the same samples."""
+        """``rest_after_epochs`` epochs, and MIN_STEPS_BEFORE_REST steps, trained over the same samples."""
         epochs = self.config.training.rest_after_epochs
         trainer = self.trainer
         if not epochs or trainer.dataset is None or not len(trainer.dataset.train_index):
             return False
-        done = (trainer.step - self._new_data_step) * trainer.settings["batch_size"] / len(trainer.dataset.train_index)
-        return done >= epochs
+        steps = trainer.step - self._new_data_step
+        done = steps * trainer.settings["batch_size"] / len(trainer.dataset.train_index)
+        return done >= epochs and steps >= MIN_STEPS_BEFORE_REST
 
     def _rest(self) -> None:
         """Stop training until new samples come: more epochs over the same ones teach little
@@ -773,6 +790,8 @@ class Service:
     def _apply_config(self, source: str) -> dict:
         try:
             new = load_config(self.config_path)
+            # Checked against the running model; a new model (a restart key) is checked when it starts.
+            augment = augment_for_model(new, self.definition) if new.model.name == self.config.model.name else None
         except ConfigError as error:
             _log.error("%s: config not reloaded, the running one stays: %s", source, error)
             raise ConfigError(f"config not reloaded, the running one stays: {error}") from None
@@ -785,6 +804,9 @@ class Service:
                                  batch_size=training.batch_size, keep=training.keep,
                                  max_grad_norm=training.max_grad_norm)
         self.config = new
+        if augment is not None and augment != self.trainer.augment.to_table():
+            self.augment = self.trainer.set_augment(augment)
+            _log.info("%s: training batches from step %d: %s", source, self.trainer.step, _augment_text(augment))
         self.capture.interval = new.source.interval
         if self.operator is not None:
             self.operator.enabled = new.labels.simulated

@@ -33,7 +33,8 @@ from . import torch_twin
 CAMERA_MODEL = "camera_cnn"   # whose input shape the images are enlarged to
 DEFAULT_K = (5, 10, 20, 50)
 DEFAULT_SEEDS = 5
-DEFAULT_RECIPES = ("shipped",)
+DEFAULT_RECIPES = tuple(rc.RECIPES)          # every recipe of the registry
+DEFAULT_TORCH = ("shipped", "defaults")       # whose PyTorch twins run by default
 QUICK = {"seeds": 1, "k": (5,), "steps": 50}
 TORCH = "@torch"              # method name of a recipe's PyTorch twin: "<recipe>@torch"
 OUTPUT_NAME = "small-data"    # small-data.json, small-data.md
@@ -267,8 +268,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--recipes", type=_names, default=DEFAULT_RECIPES,
                         help=f"comma-separated recipes (default {','.join(DEFAULT_RECIPES)}; see --list)")
     parser.add_argument("--torch", type=_names,
-                        help="recipes whose PyTorch twin runs too (default: all of --recipes when torch is "
-                             "installed; 'none' for none)")
+                        help=f"recipes whose PyTorch twin runs too (default: {','.join(DEFAULT_TORCH)} when torch "
+                             "is installed; 'none' for none)")
     parser.add_argument("--baselines", type=_names, default=tuple(bl.BASELINES),
                         help=f"comma-separated baselines (default {','.join(bl.BASELINES)}; 'none' for none)")
     parser.add_argument("--backend", choices=("numba", "numpy"), default="numba",
@@ -280,6 +281,12 @@ def build_parser() -> argparse.ArgumentParser:
                         help=f"a smoke test: {QUICK['seeds']} seed, k={QUICK['k'][0]}, {QUICK['steps']} steps "
                              "(unless --steps)")
     parser.add_argument("--list", action="store_true", help="list the recipes and baselines, and exit")
+    parser.add_argument("--sensor", action="store_true",
+                        help="the simulated-sensor part instead: sensor_mlp with each augmentation "
+                             "(k = 3, 5, 10; 4 seeds); prints its table")
+    parser.add_argument("--service", action="store_true",
+                        help="the service part instead: run --simulate on the simulated camera until 95%% "
+                             "validation accuracy, with and without camera_cnn's [augment]; prints its table")
     return parser
 
 
@@ -303,12 +310,21 @@ def main(argv=None) -> int:
             raise ConfigError(f"--seeds must be >= 1, got {seeds}")
         torch_names = args.torch
         if torch_names is None:
-            torch_names = args.recipes if torch_twin.available() else ()
+            torch_names = tuple(n for n in DEFAULT_TORCH if n in args.recipes) if torch_twin.available() else ()
             if not torch_twin.available():
                 _log(f"small-data: torch is not installed, no PyTorch twins ({torch_twin.TORCH_HINT})")
         from .. import nn
 
         nn.set_backend(args.backend)
+        if args.sensor:
+            from . import sensor_windows
+            print(sensor_windows.markdown(sensor_windows.run(log=_log)), flush=True)
+            return 0
+        if args.service:
+            from . import camera_service
+            print(camera_service.markdown(camera_service.run(range(args.first_seed, args.first_seed + seeds),
+                                                             log=_log)), flush=True)
+            return 0
         results = run(args.recipes, torch_names=torch_names, baseline_names=args.baselines, ks=ks,
                       seeds=range(args.first_seed, args.first_seed + seeds), steps=steps, split_seed=args.split_seed)
         paths = write(results, args.output_dir)

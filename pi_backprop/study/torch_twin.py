@@ -97,11 +97,10 @@ def train(twin: Twin, trainer, steps: int) -> float:
     x, y = torch.from_numpy(trainer.dataset.x), torch.from_numpy(trainer.dataset.y)
     twin.net.train()
     for step in range(steps):
-        # The batch of this step as the trainer draws it. With augmentation, take the
-        # trainer's augmented batch here instead, so both frameworks see the same pixels.
-        batch = torch.from_numpy(trainer.batch_indices(step))
+        # The batch of this step as the trainer trains on it, augmented: the same pixels.
+        batch_x, batch_y = trainer.training_batch(step)
         twin.optimizer.zero_grad(set_to_none=True)
-        twin.loss(twin.net(x[batch]), y[batch]).backward()
+        twin.loss(twin.net(torch.from_numpy(batch_x)), torch.from_numpy(batch_y)).backward()
         twin.optimizer.step()
     twin.net.eval()
     test = torch.from_numpy(trainer.dataset.eval_index)

@@ -295,6 +295,16 @@ class Trainer:
             if value is not None and key in self.optimizer.hyper_names:
                 setattr(self.optimizer, key, value)
 
+    def set_augment(self, table: dict | None) -> dict:
+        """Augment the training batches with another ``[augment]`` table from the next step
+        on (None: the definition's own; {}: none); returns the table now in use (the keys
+        set). A bad table raises ``ConfigError`` naming the key and changes nothing. Like an
+        lr change, it is part of the run from then on: the next checkpoint records it."""
+        augment = Augment.from_table(self.definition.augment if table is None else table,
+                                     self.definition.input_shape)
+        self.augment = augment
+        return augment.to_table()
+
     def scale_lr(self, factor: float) -> float:
         """Multiply the learning rate by ``factor`` (a rollback's back-off); return the new one."""
         self.optimizer.lr *= factor

@@ -19,8 +19,9 @@ SENSOR = {"name": "tiny_sensor", "input_shape": [16], "classes": list(simulated.
                      {"type": "dense", "out_features": 4}, {"type": "sigmoid"}]}
 
 
-def build_state(state_dir, kind="camera", samples=240, steps=300, train=True):
-    """Fill ``state_dir`` like the service does; returns the ModelDefinition."""
+def build_state(state_dir, kind="camera", samples=240, steps=300, train=True, augment=None):
+    """Fill ``state_dir`` like the service does; returns the ModelDefinition. ``augment``:
+    the trainer's [augment] table (None: the definition's, which is none)."""
     definition = ModelDefinition.from_dict(CAMERA if kind == "camera" else SENSOR)
     if kind == "camera":
         x, y = simulated.camera_dataset(samples, 0, tuple(definition.input_shape), definition.classes)
@@ -37,7 +38,7 @@ def build_state(state_dir, kind="camera", samples=240, steps=300, train=True):
                                          val_loss=report.metrics["eval_loss"],
                                          val_accuracy=report.metrics["eval_accuracy"])
             dataset = open_dataset(db, definition)
-            with Trainer(definition, dataset, state_dir / "checkpoints", lr=0.01, seed=0,
+            with Trainer(definition, dataset, state_dir / "checkpoints", lr=0.01, seed=0, augment=augment,
                          checkpoint_every=100, eval_every=50, hooks=[record]) as trainer:
                 trainer.run(steps)
     return definition

@@ -31,14 +31,18 @@ def test_installed_default_file_documents_every_key():
     document = tomllib.loads(text)
     lines = text.splitlines()
     for section, keys in SCHEMA.items():
-        assert set(document[section]) == set(keys), section
-        for name in keys:
+        # A key whose default TOML cannot write (a table not set) is there as a commented-out example.
+        assert set(document[section]) == {name for name, key in keys.items() if key.default is not None}, section
+        for name, key in keys.items():
             # the key's own line, preceded by a comment that states live or restart
-            index = next(i for i, line in enumerate(lines) if re.match(rf"{name} = ", line)
+            prefix = "# " if key.default is None else ""
+            index = next(i for i, line in enumerate(lines) if re.match(rf"{prefix}{name} = ", line)
                          and _section_of(lines, i) == section)
             assert lines[index - 1].startswith("# ")
             assert lines[index - 1].rstrip().endswith(("live)", "restart)")), name
-            assert ("live)" in lines[index - 1]) == keys[name].live, name
+            assert ("live)" in lines[index - 1]) == key.live, name
+            if prefix:   # the example itself is valid
+                parse_config(tomllib.loads(f"[{section}]\n{lines[index][2:]}\n"))
 
 
 def _section_of(lines, index):
@@ -136,5 +140,75 @@ def test_every_key_has_a_doc_and_a_valid_default():
         assert key.doc and "\n" not in key.doc, dotted
     # the defaults themselves pass validation (parse_config({}) re-checks the cross-key rules)
     document = {s: {k: list(v.default) if isinstance(v.default, tuple) else v.default
-                    for k, v in keys.items()} for s, keys in SCHEMA.items()}
+                    for k, v in keys.items() if v.default is not None} for s, keys in SCHEMA.items()}
     assert parse_config(document).as_dict() == load_config(None).as_dict()
+
+
+# -- training.augment: a table, checked against the model where the service loads it ----------
+
+def test_augment_inline_and_as_a_sub_table_are_the_same():
+    inline = load_config_text('[training]\nlr = 0.01\naugment = { shift = 2, noise = 0.02 }\n')
+    sub_table = load_config_text('[training]\nlr = 0.01\n\n[training.augment]\nshift = 2\nnoise = 0.02\n')
+    assert inline == sub_table and inline.training.augment == {"shift": 2, "noise": 0.02}
+    assert dict(inline["training.augment"]) == {"shift": 2, "noise": 0.02}
+    hash(inline)   # still frozen all the way down
+    assert load_config(None).training.augment is None   # not set: the model's own
+
+
+def load_config_text(text):
+    return parse_config(tomllib.loads(text))
+
+
+def test_augment_not_set_is_the_definitions_table_and_empty_is_off():
+    from pi_backprop.modeldef import ModelDefinition
+    from pi_backprop.service.config import augment_for_model
+
+    camera = ModelDefinition.from_dict({
+        "name": "cam", "input_shape": [1, 8, 8], "classes": ["a", "b"], "augment": {"shift": 1, "hflip": True},
+        "layers": [{"type": "flatten"}, {"type": "dense", "out_features": 2}]})
+    assert augment_for_model(parse_config({}), camera) == {"shift": 1, "hflip": True}
+    assert augment_for_model(parse_config({"training": {"augment": {}}}), camera) == {}
+    assert augment_for_model(parse_config({"training": {"augment": {"noise": 0.05, "shift": 0}}}),
+                             camera) == {"noise": 0.05}   # 0 is off, as in a definition
+
+
+@pytest.mark.parametrize("model, table, message", [
+    ("camera_cnn", {"time_shift": 3}, "c.toml: training.augment.time_shift: it applies to sensor windows, and this "
+                                      "model's input is an image; known keys: shift, hflip, brightness,"),
+    ("sensor_mlp", {"shift": 2}, "c.toml: training.augment.shift: it applies to images, and this model's input is "
+                                 "a window of 32 values; known keys: time_shift, gain, noise"),
+    ("camera_cnn", {"shfit": 2}, "c.toml: training.augment.shfit: unknown key; known keys: shift,"),
+    ("camera_cnn", {"shift": 2.5}, "c.toml: training.augment.shift must be a whole number >= 0, got 2.5"),
+    ("camera_cnn", {"hflip": 1}, "c.toml: training.augment.hflip must be true or false, got 1"),
+    ("camera_cnn", {"noise": -0.1}, "c.toml: training.augment.noise must be a number from 0 to 10, got -0.1"),
+])
+def test_augment_keys_are_checked_against_the_models_input(model, table, message):
+    from pi_backprop.modeldef import load_definition
+    from pi_backprop.service.config import augment_for_model
+
+    config = parse_config({"model": {"name": model}, "training": {"augment": table}}, path="c.toml")
+    with pytest.raises(ConfigError) as caught:
+        augment_for_model(config, load_definition(model))
+    assert str(caught.value).startswith(message) and "\n" not in str(caught.value), str(caught.value)
+
+
+@pytest.mark.parametrize("document, message", [
+    ({"training": {"augment": 2}}, "training.augment: expected a table of numbers and true/false, "
+                                   "e.g. { shift = 2, noise = 0.02 }, got 2"),
+    ({"training": {"augment": {"shift": "2"}}}, "training.augment.shift: expected a number or true/false, got '2'"),
+    ({"training": {"augment": {"shift": {"x": 1}}}}, "training.augment.shift: expected a number or true/false"),
+    ({"training": {"augment": {"noise": float("inf")}}}, "training.augment.noise: expected a number or true/false"),
+    ({"augment": {"shift": 2}}, "[augment]: unknown section; expected one of model, source, labels, lights, "
+                                "training, store, predict, logging, service; augmentation is [training.augment] here"),
+])
+def test_augment_that_is_no_table_of_values_is_refused_at_load(document, message):
+    with pytest.raises(ConfigError) as caught:
+        parse_config(document, path="c.toml")
+    assert str(caught.value).startswith("c.toml: " + message) and "\n" not in str(caught.value), str(caught.value)
+
+
+def test_augment_applies_live():
+    old = parse_config({"training": {"augment": {"shift": 2}}})
+    assert diff_live(old, parse_config({"training": {"augment": {"shift": 3}}})).live == ("training.augment",)
+    assert diff_live(old, parse_config({})).live == ("training.augment",)
+    assert not diff_live(old, parse_config({"training": {"augment": {"shift": 2}}}))

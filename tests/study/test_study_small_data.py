@@ -8,6 +8,7 @@ import pytest
 
 pytest.importorskip("sklearn", reason="the study needs scikit-learn (pip install 'pi-backprop[study]')")
 
+import pi_backprop as pb  # noqa: E402
 from pi_backprop.exc import ConfigError  # noqa: E402
 from pi_backprop.hardware.preprocess import frame_to_input  # noqa: E402
 from pi_backprop.study import digits as dg  # noqa: E402
@@ -131,12 +132,23 @@ def test_the_torch_twin_starts_where_ours_does_and_trains_the_same_batches(data)
     assert "shipped (PyTorch)" in small_data.markdown(results)
 
 
-def test_augmentation_is_recorded_and_refused_until_the_trainer_takes_it():
+def test_a_recipes_augmentation_reaches_the_trainer():
+    x = np.zeros((20, 1, 28, 28), np.float32)
+    y = np.arange(20) % 10
+    train, test = np.arange(10), np.arange(10, 20)
+
+    def trained_with(recipe):
+        definition = recipe.definition()
+        with rc.trainer_for(recipe, definition, x, y, train, test, seed=0, steps=1) as trainer:
+            return trainer.augment.to_table()
+
     recipe = rc.Recipe("augment-shift", "camera_cnn", "adam", 2e-3, 32, 600, augment={"shift": 3})
     assert recipe.to_dict()["augment"] == {"shift": 3}
-    with pytest.raises(ConfigError, match="Recipe.trainer_options"):
-        recipe.trainer_options()
-    assert rc.RECIPES["shipped"].trainer_options() == {"optimizer": "adam", "lr": 2e-3, "batch_size": 32}
+    assert trained_with(recipe) == {"shift": 3}
+    assert trained_with(rc.RECIPES["shipped"]) == {}                       # "before": none, whatever the TOML says
+    assert trained_with(rc.RECIPES["defaults"]) == pb.load_definition("camera_cnn").augment != {}
+    assert rc.RECIPES["shipped"].trainer_options() == {"optimizer": "adam", "lr": 2e-3, "batch_size": 32,
+                                                       "augment": {}}
 
 
 def test_the_command_line_writes_the_reports_and_says_what_is_wrong(tmp_path, capsys):
@@ -152,3 +164,23 @@ def test_the_command_line_writes_the_reports_and_says_what_is_wrong(tmp_path, ca
         assert small_data.main([*common, "--k", "2", *argv]) == 2
         err = capsys.readouterr().err.strip().splitlines()
         assert len(err) == 1 and err[0].startswith("small-data: error: ") and message in err[0], err
+
+
+def test_the_service_parts_before_is_the_shipped_camera_model_without_its_augmentation(tmp_path):
+    from pi_backprop.storage.checkpoint import architecture
+    from pi_backprop.study import camera_service
+    plain = pb.load_definition(str(camera_service._without_augment(tmp_path)))
+    shipped = pb.load_definition("camera_cnn")
+    assert shipped.augment and plain.augment == {}
+    assert architecture(plain.to_dict()) == architecture(shipped.to_dict()) | {"name": "camera_cnn"}
+    assert plain.training == shipped.training
+
+
+def test_the_sensor_part_measures_every_table(numpy_backend, monkeypatch):
+    from pi_backprop.study import sensor_windows
+    monkeypatch.setattr(sensor_windows, "STEPS", 20)
+    results = sensor_windows.run(ks=(2,), seeds=range(2), log=lambda _: None)
+    assert set(results) == {(name, 2) for name in sensor_windows.TABLES}
+    assert all(len(values) == 2 and all(0 <= v <= 1 for v in values) for values in results.values())
+    text = sensor_windows.markdown(results, ks=(2,))
+    assert "time_shift 12" in text and f"defaults `{pb.load_definition('sensor_mlp').augment}`" in text

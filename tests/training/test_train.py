@@ -364,3 +364,18 @@ def test_reconfigure_checks_every_value_before_changing_any(tmp_path):
         assert (trainer.optimizer.lr, trainer.optimizer.momentum) == (0.05, 0.5)
         assert (trainer.settings["batch_size"], trainer.keep, trainer.max_grad_norm) == (16, 2, None)
         assert trainer.unsaved_steps == 0
+
+
+def test_set_augment_changes_the_batches_from_then_on_and_refuses_a_bad_table_whole(tmp_path):
+    with Trainer(SMALL_DATA, open_dataset("sim:camera?n=40", SMALL_DATA), tmp_path / "run", batch_size=4,
+                 checkpoint_every=5) as t:
+        raw = t.dataset.x[t.batch_indices(3)]
+        assert t.set_augment({}) == {} and np.array_equal(t.training_batch(3)[0], raw)
+        with pytest.raises(ConfigError, match="augment.gain: it applies to sensor windows"):
+            t.set_augment({"shift": 1, "gain": 0.1})
+        assert not t.augment                                   # nothing changed
+        assert t.set_augment(None) == SMALL_DATA.augment      # None: the definition's own
+        assert not np.array_equal(t.training_batch(3)[0], raw)
+        assert t.set_augment({"hflip": True}) == {"hflip": True}
+        t.run(5)
+    assert ckpt.find_latest(tmp_path / "run", SMALL_DATA).latest.header["training"]["augment"] == {"hflip": True}

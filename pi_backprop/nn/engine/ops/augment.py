@@ -32,7 +32,7 @@ def _augment_images(x, y, coef, bilinear, mean, contrast, brightness, noise, tab
                     for j in range(W):
                         col = min(max(a * j + b * i + c, 0.0), W - 1.0)
                         row = min(max(d * j + e * i + f, 0.0), H - 1.0)
-                        top, left = int(np.floor(row)), int(np.floor(col))
+                        top, left = int(row), int(col)   # the floor: both are >= 0
                         down, right = row - top, col - left
                         bottom, rightmost = min(top + 1, H - 1), min(left + 1, W - 1)
                         upper = plane[top, left] * (1 - right) + plane[top, rightmost] * right
