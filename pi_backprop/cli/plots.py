@@ -3,6 +3,8 @@ samples per class as the model sees them, and samples with their augmented versi
 model is trained on them. Uses matplotlib (the ``plot`` extra), imported only here and only
 when a picture is drawn."""
 
+import textwrap
+
 import numpy as np
 
 from ..exc import ConfigError
@@ -143,6 +145,6 @@ def augmented_samples(samples, versions, row_names, path, title="augmented train
             ax.grid(alpha=0.3)
         axes[0][0].legend(loc="upper right", fontsize=8)
         axes[-1][0].set_xlabel(f"reading (thin: {count} augmented versions)")
-    fig.suptitle(title)
+    fig.suptitle("\n".join(textwrap.wrap(title, 12 * (count + 1))), fontsize=10)   # a long table wraps
     fig.savefig(path, dpi=100)
     plt.close(fig)
