@@ -9,6 +9,7 @@ study measures the product's own training path, data order included.
 """
 
 import dataclasses
+from pathlib import Path
 
 import numpy as np
 
@@ -55,8 +56,11 @@ class Recipe:
                 **self.options}
 
 
-def _camera(name, augment, steps=1500, optimizer="adam", description="", **options):
-    return Recipe(name, "camera_cnn", optimizer, 2e-3, 32, steps, options=options, augment=augment,
+SMALL_MODEL = str(Path(__file__).resolve().parent / "models" / "camera_cnn_small.toml")   # tried, not shipped
+
+
+def _camera(name, augment, steps=1500, optimizer="adam", description="", model="camera_cnn", **options):
+    return Recipe(name, model, optimizer, 2e-3, 32, steps, options=options, augment=augment,
                   description=description)
 
 
@@ -72,6 +76,9 @@ _REGISTRY = [
     _camera("defaults", None, description="camera_cnn's shipped [augment]: all of the above but hflip"),
     _camera("defaults-adamw", None, optimizer="adamw", weight_decay=0.01,
             description="the defaults with AdamW, weight decay 0.01"),
+    _camera("small", {}, model=SMALL_MODEL, description="camera_cnn_small (global average, dropout), no augmentation"),
+    _camera("small-defaults", dict(load_definition("camera_cnn").augment), model=SMALL_MODEL,
+            description="camera_cnn_small with camera_cnn's shipped [augment]"),
 ]
 RECIPES = {recipe.name: recipe for recipe in _REGISTRY}
 
