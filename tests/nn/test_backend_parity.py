@@ -701,3 +701,21 @@ def test_backends_agree_on_float32_training(restore_backend, name, batch):
     np.testing.assert_allclose(losses_a, losses_b, rtol=1e-4, atol=1e-5)
     np.testing.assert_allclose(model_a.parameter_vector, model_b.parameter_vector, rtol=1e-4, atol=1e-5)
     assert losses_a[-1] < losses_a[0] * 1.5  # it trained, not diverged
+
+
+def test_dropout_on_the_op_by_op_blas_path_matches_the_layer_path(restore_backend):
+    """A dense network at a batch where BLAS pays (``op_by_op``): the masks are written into
+    the workspace before the driven step as before the fused one."""
+    results = {}
+    for backend in ("numba", "numpy"):
+        pb.set_backend(backend)
+        model = pb.Sequential([pb.Dense(64, 256), pb.ReLU(), pb.Dropout(0.4), pb.Dense(256, 128), pb.ReLU(),
+                               pb.Dropout(0.2), pb.Dense(128, 4)], seed=1, dtype=np.float64)
+        optimizer, data = pb.AdamW(model, lr=1e-2), np.random.default_rng(0)
+        losses = [model.train_step(data.normal(size=(512, 64)), data.integers(0, 4, 512), pb.SoftmaxCrossEntropy(),
+                                   optimizer) for _ in range(3)]
+        results[backend] = model, losses
+    fused, layers = results["numba"], results["numpy"]
+    assert fused[0]._fused_program.prefers_blas(512)
+    np.testing.assert_allclose(fused[1], layers[1], rtol=1e-12)
+    close(fused[0].parameter_vector, layers[0].parameter_vector, np.float64, factor=100)
