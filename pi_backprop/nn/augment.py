@@ -71,24 +71,13 @@ class Augment:
                 raise ConfigError(f"{where}.{key}: {hint}; known keys: {', '.join(known)}")
             kind, upper = known[key]
             settings[key] = _checked(value, kind, upper, f"{where}.{key}")
-        # In the keys' own order, whatever order the table came in (a checkpoint header sorts them)
-        return cls({k: settings[k] for k in known if settings.get(k)}, input_shape)
+        return cls({k: v for k, v in settings.items() if v}, input_shape)
 
     def __bool__(self) -> bool:
         return bool(self.settings)
 
     def to_table(self) -> dict:
         return dict(self.settings)
-
-    def text(self) -> str:
-        """``"shift=2 noise=0.02"``, in the keys' order; "" when nothing is set."""
-        return table_text(self.settings)
-
-
-def table_text(table: dict) -> str:
-    """An augmentation table (as ``Augment.to_table`` gives it) as ``"shift=2 noise=0.02"``."""
-    return " ".join(f"{key}={str(value).lower() if isinstance(value, bool) else f'{value:g}'}"
-                    for key, value in table.items())
 
     def apply(self, x: np.ndarray, seed: int, step: int) -> np.ndarray:
         """The augmented batch of training step ``step``: x (N, *input_shape) of a float
