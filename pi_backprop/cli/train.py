@@ -14,7 +14,7 @@ import time
 
 from ..exc import ConfigError
 from ..modeldef import load_definition
-from ..nn.augment import IMAGE_KEYS, SENSOR_KEYS, Augment
+from ..nn.augment import Augment, table_text
 from ..training.datasets import open_dataset
 from ..training.trainer import Trainer
 
@@ -75,12 +75,7 @@ def _augment_value(key: str, value: str) -> bool | int | float:
 
 def augment_text(table: dict) -> str:
     """``"augment shift=2 noise=0.02"``, or ``"no augmentation"`` for an empty table."""
-    if not table:
-        return "no augmentation"
-    known = list(IMAGE_KEYS if set(table) <= set(IMAGE_KEYS) else SENSOR_KEYS)
-    keys = sorted(table, key=lambda key: known.index(key) if key in known else len(known))   # the README's order
-    values = (str(table[key]).lower() if isinstance(table[key], bool) else f"{table[key]:g}" for key in keys)
-    return "augment " + " ".join(f"{key}={value}" for key, value in zip(keys, values))
+    return f"augment {table_text(table)}" if table else "no augmentation"
 
 
 def augment_option(args, definition) -> dict | None:

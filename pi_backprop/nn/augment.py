@@ -71,7 +71,8 @@ class Augment:
                 raise ConfigError(f"{where}.{key}: {hint}; known keys: {', '.join(known)}")
             kind, upper = known[key]
             settings[key] = _checked(value, kind, upper, f"{where}.{key}")
-        return cls({k: v for k, v in settings.items() if v}, input_shape)
+        # In the keys' own order, whatever order the table came in (a checkpoint header sorts them)
+        return cls({k: settings[k] for k in known if settings.get(k)}, input_shape)
 
     def __bool__(self) -> bool:
         return bool(self.settings)
@@ -88,6 +89,12 @@ class Augment:
         if len(self.input_shape) == 3:
             return _images(x, self.settings, draws)
         return _windows(x, self.settings, draws)
+
+
+def table_text(table: dict) -> str:
+    """An augmentation table (as ``Augment.to_table`` gives it) as ``"shift=2 noise=0.02"``."""
+    return " ".join(f"{key}={str(value).lower() if isinstance(value, bool) else f'{value:g}'}"
+                    for key, value in table.items())
 
 
 def _checked(value, kind, upper, where):

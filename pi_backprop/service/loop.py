@@ -33,6 +33,7 @@ from .. import budget, paths
 from ..exc import CheckpointDirBusy, CommandError, ConfigError, DataError, StopWhileCompiling
 from ..logs import setup_logging
 from ..modeldef import load_definition
+from ..nn.augment import table_text
 from ..storage.checkpoint import CheckpointWriteError
 from ..storage.store import SampleStore
 from ..training.datasets import Dataset
@@ -66,10 +67,7 @@ LIGHTS_FOR_STATE = {"paused": "idle", "resting": "idle", "stopping": "idle"}
 
 def _augment_text(table: dict) -> str:
     """``augmented (shift=2 noise=0.02)`` or ``not augmented``, for the log."""
-    if not table:
-        return "not augmented"
-    values = " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else f'{v:g}'}" for k, v in table.items())
-    return f"augmented ({values})"
+    return f"augmented ({table_text(table)})" if table else "not augmented"
 
 
 def balanced_index(train_index: np.ndarray, labels: np.ndarray) -> np.ndarray:

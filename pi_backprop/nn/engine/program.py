@@ -73,7 +73,7 @@ class Program:
         act_offset, arg_offset, cols_offset, scratch = 0, 0, 0, 0
         shape, size = model.input_shape, self.input_size
         max_size = size
-        self.dropouts = []  # (layer, per-sample input shape, mask offset in A)
+        self.dropouts = []  # (layer, per-sample input shape, its size, mask offset in A)
         for index, (layer, out_shape) in enumerate(zip(model.layers, model.output_shapes)):
             out_size = int(np.prod(out_shape))
             row = self.ops[index]
@@ -85,7 +85,7 @@ class Program:
                 act_offset += size
                 if isinstance(layer, L.Dropout):  # its mask, then its output
                     row[op.MASK] = act_offset
-                    self.dropouts.append((layer, shape, act_offset))
+                    self.dropouts.append((layer, shape, size, act_offset))
                     act_offset += size
                 row[op.OUT] = act_offset
             if isinstance(layer, L.Dense):
@@ -236,9 +236,8 @@ class Program:
     def _write_masks(self, A, N):
         """Each dropout's mask for this step into its place in A (the layer draws it: the same
         mask the layer path would use)."""
-        for layer, shape, offset in self.dropouts:
-            start = N * offset
-            A[start:start + N * int(np.prod(shape))] = layer.mask((N, *shape), self.dtype).reshape(-1)
+        for layer, shape, size, offset in self.dropouts:
+            A[N * offset:N * (offset + size)] = layer.mask((N, *shape), self.dtype).reshape(-1)
 
     def _bind(self, model, loss, optimizer) -> bool:
         """Remember loss and optimizer for the calls to come; False if either is not supported."""
