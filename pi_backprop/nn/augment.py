@@ -33,6 +33,7 @@ import numpy as np
 
 from ..exc import ConfigError
 from .backend import kernels
+from .engine.opcodes import AUG_KEYS, DRAW_COLUMNS
 
 IMAGE_KEYS = {   # key -> (kind, upper bound or None), all >= 0
     "shift": (int, 64), "hflip": (bool, None), "brightness": (float, 0.99), "contrast": (float, 0.99),
@@ -115,8 +116,7 @@ class _Draws:
     change and a row per position in the batch (drawn whole whatever is set, so that each
     kind's numbers stay the same when others are turned on or off)."""
 
-    COLUMNS = ("shift_rows", "shift_cols", "hflip", "rotate", "scale", "contrast", "brightness", "noise",
-               "time_shift", "gain")
+    COLUMNS = DRAW_COLUMNS
 
     def __init__(self, seed: int, step: int, batch: int):
         self.seed = seed
@@ -156,37 +156,18 @@ def _noise_table(seed: int, size: int) -> np.ndarray:
 
 
 def _images(x: np.ndarray, settings: dict, draws: _Draws) -> np.ndarray:
-    """The affine map of each sample (rotation and scale about the centre, shift, mirror) as
-    the six numbers ``kernels().augment_images`` takes, then its photometric numbers."""
-    N, C, H, W = x.shape
-    shift = settings.get("shift", 0)
-    rows, cols = draws.whole("shift_rows", shift), draws.whole("shift_cols", shift)
-    coef = np.zeros((N, 6))
-    bilinear = bool(settings.get("rotate") or settings.get("scale"))
-    if bilinear:
-        # input column = cos·(j − cx) + sin·(i − cy) + cx − shift; row = cos·(i − cy) − sin·(j − cx) + cy − shift
-        angle = np.radians(draws.symmetric("rotate", settings.get("rotate", 0.0)))
-        zoom = 1 + draws.symmetric("scale", settings.get("scale", 0.0))
-        cos, sin = np.cos(angle) / zoom, np.sin(angle) / zoom
-        cy, cx = (H - 1) / 2, (W - 1) / 2
-        coef[:, 0], coef[:, 1], coef[:, 2] = cos, sin, cx - cos * cx - sin * cy - cols
-        coef[:, 3], coef[:, 4], coef[:, 5] = -sin, cos, cy - cos * cy + sin * cx - rows
-    else:   # whole pixels
-        coef[:, 0], coef[:, 2], coef[:, 4], coef[:, 5] = 1, -cols, 1, -rows
-    if settings.get("hflip"):   # mirrored: column W − 1 − that
-        mirrored = draws.column("hflip") < 0.5
-        coef[mirrored, :3] *= -1
-        coef[mirrored, 2] += W - 1
-    ones = np.ones(N)
-    contrast, brightness, mean = ones, ones, np.zeros(N)
-    if settings.get("contrast"):
-        contrast = 1 + draws.symmetric("contrast", settings["contrast"])
-        mean = x.mean(axis=(1, 2, 3), dtype=np.float64)
-    if settings.get("brightness"):
-        brightness = 1 + draws.symmetric("brightness", settings["brightness"])
-    table, offsets = draws.noise(C * H * W)
-    return kernels().augment_images(x, coef, bilinear, mean, contrast, brightness, float(settings.get("noise", 0.0)),
-                                    table, offsets)
+    """The settings as ``kernels().augment_images``'s vector, and what it takes from numpy
+    on either backend: each sample's rotation (its cosine and sine) and mean."""
+    N = x.shape[0]
+    vector = np.array([float(settings.get(key, 0)) for key in AUG_KEYS])
+    turn = np.empty((N, 2))
+    if settings.get("rotate"):
+        angle = np.radians(draws.symmetric("rotate", settings["rotate"]))
+        turn[:, 0], turn[:, 1] = np.cos(angle), np.sin(angle)
+    else:
+        turn[:, 0], turn[:, 1] = 1.0, 0.0
+    mean = x.reshape(N, -1).mean(axis=1, dtype=np.float64) if settings.get("contrast") else np.zeros(N)
+    return kernels().augment_images(x, draws.u, vector, turn, mean, _noise_table(draws.seed, x[0].size))
 
 
 def _windows(x: np.ndarray, settings: dict, draws: _Draws) -> np.ndarray:

@@ -12,6 +12,8 @@ output) coming back from the layer above.
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from .engine import opcodes as op
+
 # -- dense --------------------------------------------------------------------------------
 
 def dense_forward(x, W, b):
@@ -179,24 +181,46 @@ def dropout_backward(dout, mask):
     return dout * mask
 
 
-# -- image augmentation (training.augment draws the numbers) -------------------------------
+# -- image augmentation (nn.augment draws the numbers) ------------------------------------
 
-def augment_images(x, coef, bilinear, mean, contrast, brightness, noise, table, offsets):
-    """x (N, C, H, W) -> y of x's dtype. Output pixel (i, j) of sample n reads the input at
-    column coef[n,0]·j + coef[n,1]·i + coef[n,2], row coef[n,3]·j + coef[n,4]·i + coef[n,5]
-    (clamped to the frame; bilinear, or the whole pixel), then, in float64,
-    v ← ((v − mean)·contrast + mean)·brightness + noise·table[offsets[n] + k], k the pixel's
-    index in the sample."""
+def augment_images(x, u, settings, turn, mean, table):
+    """x (N, C, H, W) -> y of x's dtype, each sample changed by the numbers of its row of
+    ``u`` ((N, len(DRAW_COLUMNS)) float64 uniform in [0, 1), columns ``U_*``) within ``settings``
+    (AUG_SLOTS,) float64 (the bounds, slots ``AUG_*``); turn (N, 2) the cosine and sine of
+    each sample's angle; mean (N,) its mean; table float64 standard normal values.
+
+    With shifts s = ⌊u·(2·shift + 1)⌋ − shift (rows and columns), zoom z = 1 + (2u − 1)·scale
+    and the centre (cx, cy), output pixel (i, j) reads the input at column a·j + b·i + c and
+    row d·j + e·i + f, clamped to the frame (bilinear where rotate or scale is set, else the
+    whole pixel): a = e = cos/z, b = −d = sin/z, c = cx − a·cx − b·cy − s_cols,
+    f = cy − a·cy + b·cx − s_rows; where hflip is set and u < 0.5, (a, b, c) ← (−a, −b, −c + W − 1).
+    Then, in float64, v ← ((v − mean)·k_c + mean)·k_b + noise·table[o + k] with
+    k_c, k_b = 1 + (2u − 1)·bound, o = ⌊u·(len(table) − C·H·W + 1)⌋, k the pixel's index in
+    the sample."""
     N, C, H, W = x.shape
+    shift = settings[op.AUG_SHIFT]
+    rows = np.floor(u[:, op.U_SHIFT_ROWS] * (2 * shift + 1)) - shift
+    cols = np.floor(u[:, op.U_SHIFT_COLS] * (2 * shift + 1)) - shift
+    zoom = 1 + (2 * u[:, op.U_SCALE] - 1) * settings[op.AUG_SCALE]
+    cy, cx = (H - 1) / 2, (W - 1) / 2
+    a, b = turn[:, 0] / zoom, turn[:, 1] / zoom
+    c, d, e, f = cx - a * cx - b * cy - cols, -b, a, cy - a * cy + b * cx - rows
+    if settings[op.AUG_HFLIP] != 0:
+        mirrored = u[:, op.U_HFLIP] < 0.5
+        a, b, c = np.where(mirrored, -a, a), np.where(mirrored, -b, b), np.where(mirrored, -c + (W - 1), c)
+    contrast = 1 + (2 * u[:, op.U_CONTRAST] - 1) * settings[op.AUG_CONTRAST]
+    brightness = 1 + (2 * u[:, op.U_BRIGHTNESS] - 1) * settings[op.AUG_BRIGHTNESS]
+    offsets = np.floor(u[:, op.U_NOISE] * (len(table) - C * H * W + 1)).astype(np.intp)
+
     j = np.arange(W, dtype=np.float64)[None, None, :]
     i = np.arange(H, dtype=np.float64)[None, :, None]
-    at = [coef[:, k, None, None] for k in range(6)]
+    at = [value[:, None, None] for value in (a, b, c, d, e, f)]
     col = np.minimum(np.maximum(at[0] * j + at[1] * i + at[2], 0.0), W - 1.0)   # (N, H, W)
     row = np.minimum(np.maximum(at[3] * j + at[4] * i + at[5], 0.0), H - 1.0)
     top, left = np.floor(row).astype(np.intp), np.floor(col).astype(np.intp)
     n = np.arange(N)[:, None, None]
     planes = x.transpose(1, 0, 2, 3)    # (C, N, H, W): one gather per channel
-    if bilinear:
+    if settings[op.AUG_ROTATE] != 0 or settings[op.AUG_SCALE] != 0:
         down, right = row - top, col - left
         bottom, rightmost = np.minimum(top + 1, H - 1), np.minimum(left + 1, W - 1)
         upper = planes[:, n, top, left] * (1 - right) + planes[:, n, top, rightmost] * right
@@ -207,7 +231,7 @@ def augment_images(x, coef, bilinear, mean, contrast, brightness, noise, table, 
     v = v.transpose(1, 0, 2, 3)         # (N, C, H, W) again
     per_sample = (slice(None), None, None, None)
     v = ((v - mean[per_sample]) * contrast[per_sample] + mean[per_sample]) * brightness[per_sample]
-    v = v + noise * table[offsets[:, None] + np.arange(C * H * W)].reshape(N, C, H, W)
+    v = v + settings[op.AUG_NOISE] * table[offsets[:, None] + np.arange(C * H * W)].reshape(N, C, H, W)
     return v.astype(x.dtype)
 
 

@@ -234,13 +234,12 @@ def dropout_backward(dout, mask):
     return dx
 
 
-# -- image augmentation (training.augment draws the numbers) -------------------------------
+# -- image augmentation (nn.augment draws the numbers) ------------------------------------
 
-def augment_images(x, coef, bilinear, mean, contrast, brightness, noise, table, offsets):
+def augment_images(x, u, settings, turn, mean, table):
     """As ``kernels_numpy.augment_images``: x (N, C, H, W) -> y of x's dtype."""
     y = np.empty_like(x)
-    _augment_images(np.ascontiguousarray(x), y, coef, bool(bilinear), mean, contrast, brightness, float(noise),
-                    table, offsets)
+    _augment_images(np.ascontiguousarray(x), y, u, settings, turn, mean, table)
     return y
 
 

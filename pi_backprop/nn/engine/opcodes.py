@@ -51,6 +51,17 @@ def decay_factor(lr, weight_decay) -> float:
     1 − ηλ (PyTorch's ``param.mul_(1 - lr * weight_decay)``); exactly 1 without decay."""
     return 1 - lr * weight_decay
 
+# image augmentation (``augment_images``): the columns of a step's uniform draws, a row per
+# sample (U_*, named in DRAW_COLUMNS), and the slots of the settings vector (AUG_*, the
+# ``[augment]`` keys named in AUG_KEYS; true is 1)
+DRAW_COLUMNS = ("shift_rows", "shift_cols", "hflip", "rotate", "scale", "contrast", "brightness", "noise",
+                "time_shift", "gain")
+(U_SHIFT_ROWS, U_SHIFT_COLS, U_HFLIP, U_ROTATE, U_SCALE, U_CONTRAST, U_BRIGHTNESS, U_NOISE, U_TIME_SHIFT,
+ U_GAIN) = range(len(DRAW_COLUMNS))
+AUG_KEYS = ("shift", "hflip", "rotate", "scale", "contrast", "brightness", "noise")
+AUG_SHIFT, AUG_HFLIP, AUG_ROTATE, AUG_SCALE, AUG_CONTRAST, AUG_BRIGHTNESS, AUG_NOISE = range(len(AUG_KEYS))
+AUG_SLOTS = len(AUG_KEYS)
+
 # slots of WI's header: batch size, layers, cols_size (per sample); where A and D start and
 # end and X starts in WF (X runs to WF's end); for a step driven op by op: 1 in H_OP_BY_OP,
 # where it stands (H_PC), which half of D holds δ (H_HALF) and the bits of its float64 loss

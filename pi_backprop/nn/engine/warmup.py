@@ -14,6 +14,7 @@ from ..backend import kernels
 from ..losses import MSELoss, SoftmaxCrossEntropy
 from ..optim import SGD, AdamW
 from ..sequential import Sequential
+from . import opcodes as op
 
 
 def _layer_kernels(dtype):
@@ -39,9 +40,8 @@ def _layer_kernels(dtype):
         k.global_avgpool_backward(k.global_avgpool_forward(image), image.shape)
         mask = np.ones_like(image)
         k.dropout_backward(k.dropout_forward(image, mask), mask)
-        coef, ones = np.array([[1.0, 0, 0, 0, 1, 0]]), np.ones(1)   # augmentation: whole pixels, one sample
-        k.augment_images(image[:1], coef, False, np.zeros(1), ones, ones, 0.0, np.zeros(image[0].size),
-                         np.zeros(1, np.int64))
+        draws, settings = np.full((1, len(op.DRAW_COLUMNS)), 0.5), np.zeros(op.AUG_SLOTS)   # augmentation: none
+        k.augment_images(image[:1], draws, settings, np.array([[1.0, 0.0]]), np.zeros(1), np.zeros(image[0].size))
         p, g = rng.normal(size=4).astype(dtype), rng.normal(size=4).astype(dtype)
         k.sgd_update(p, g, np.zeros_like(p), 0.1, 0.9, 0.01)
         k.adam_update(p, g, np.zeros_like(p), np.zeros_like(p), 0.1, 0.9, 0.999, 1e-8, 1)
