@@ -29,11 +29,12 @@ def _classifier(name: str):
     return sklearn_module("linear_model").LogisticRegression(C=1.0, max_iter=5000)
 
 
-def accuracy(name: str, x_train: np.ndarray, y_train: np.ndarray, x_test: np.ndarray, y_test: np.ndarray) -> float:
-    """Fit baseline ``name`` on (x_train, y_train); its accuracy on (x_test, y_test), in [0, 1].
+def accuracies(name: str, x_train: np.ndarray, y_train: np.ndarray, tests) -> list:
+    """Fit baseline ``name`` on (x_train, y_train); its accuracy in [0, 1] on each (x, y) of
+    ``tests``.
 
-    x_train, x_test : float (N, ...) images, flattened here; y_train, y_test : int (N,).
+    x_train and each x : float (N, ...) images, flattened here; y_train and each y : int (N,).
     """
     classifier = _classifier(name)
     classifier.fit(x_train.reshape(len(x_train), -1), y_train)
-    return float(np.mean(classifier.predict(x_test.reshape(len(x_test), -1)) == y_test))
+    return [float(np.mean(classifier.predict(x.reshape(len(x), -1)) == y)) for x, y in tests]

@@ -117,3 +117,8 @@ def train(trainer: Trainer, steps: int) -> float:
     """Run ``trainer`` to ``steps`` steps; the held-out accuracy in [0, 1]."""
     result = trainer.run(steps)
     return float(result.metrics["eval_accuracy"])
+
+
+def accuracy(trainer: Trainer, x: np.ndarray, y: np.ndarray) -> float:
+    """The trained model's accuracy on x (N, *input_shape), y int (N,), in [0, 1]."""
+    return float(np.mean(trainer.model.predict(x).argmax(axis=1) == y))

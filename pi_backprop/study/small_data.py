@@ -12,7 +12,9 @@ draws the samples and is the training seed (initial weights and data order) of e
 recipe; the PyTorch twin of a recipe starts from the same weights and sees the same
 batches. Methods: the recipes named (``study.recipes``), their PyTorch twins
 (``study.torch_twin``) and the classical baselines (``study.baselines``) on the same pixels.
-Reported: test accuracy, mean ± sample standard deviation (n − 1) over the seeds.
+Reported: test accuracy, mean ± sample standard deviation (n − 1) over the seeds, on the
+held-out images as scanned and on the same images moved and re-lit (``digits.moved_and_relit``,
+as a camera would see them the next day).
 """
 
 import argparse
@@ -85,12 +87,14 @@ def run(recipe_names=DEFAULT_RECIPES, *, torch_names=(), baseline_names=tuple(bl
     total = len(ks) * len(seeds) * (len(chosen) + len(torch_names) + len(baseline_names))
     runs, draws, started = [], [], time.monotonic()
 
-    def record(method, k, seed, accuracy, seconds):
-        runs.append({"method": method, "k": k, "seed": seed, "accuracy": accuracy, "seconds": round(seconds, 3)})
-        log(f"[{len(runs)}/{total}] k={k} seed={seed} {method}: {100 * accuracy:.1f}% "
-            f"({seconds:.1f} s; {time.monotonic() - started:.0f} s so far)")
+    def record(method, k, seed, accuracy, moved, seconds):
+        runs.append({"method": method, "k": k, "seed": seed, "accuracy": accuracy, "moved_accuracy": moved,
+                     "seconds": round(seconds, 3)})
+        log(f"[{len(runs)}/{total}] k={k} seed={seed} {method}: {100 * accuracy:.1f}%, moved and re-lit "
+            f"{100 * moved:.1f}% ({seconds:.1f} s; {time.monotonic() - started:.0f} s so far)")
 
     test = data.test_index
+    moved = dg.moved_and_relit(data.x[test], split_seed)
     for k in ks:
         for seed in seeds:
             drawn = data.draw(k, seed)
@@ -101,15 +105,18 @@ def run(recipe_names=DEFAULT_RECIPES, *, torch_names=(), baseline_names=tuple(bl
                     twin = torch_twin.twin_of(trainer) if recipe.name in torch_names else None
                     start = time.perf_counter()
                     accuracy = rc.train(trainer, recipe_steps)
-                    record(recipe.name, k, seed, accuracy, time.perf_counter() - start)
+                    record(recipe.name, k, seed, accuracy, rc.accuracy(trainer, moved, data.y[test]),
+                           time.perf_counter() - start)
                     if twin is not None:
                         start = time.perf_counter()
                         accuracy = torch_twin.train(twin, trainer, recipe_steps)
-                        record(recipe.name + TORCH, k, seed, accuracy, time.perf_counter() - start)
+                        record(recipe.name + TORCH, k, seed, accuracy, torch_twin.accuracy(twin, moved, data.y[test]),
+                               time.perf_counter() - start)
             for name in baseline_names:
                 start = time.perf_counter()
-                accuracy = bl.accuracy(name, data.x[drawn], data.y[drawn], data.x[test], data.y[test])
-                record(name, k, seed, accuracy, time.perf_counter() - start)
+                as_scanned, relit = bl.accuracies(name, data.x[drawn], data.y[drawn],
+                                                  [(data.x[test], data.y[test]), (moved, data.y[test])])
+                record(name, k, seed, as_scanned, relit, time.perf_counter() - start)
     methods = {recipe.name: f"{recipe.name} (pi-backprop {nn.get_backend()})" for recipe in chosen}
     methods.update({name + TORCH: f"{name} (PyTorch)" for name in torch_names})
     methods.update({name: bl.BASELINES[name] for name in baseline_names})
@@ -122,6 +129,8 @@ def run(recipe_names=DEFAULT_RECIPES, *, torch_names=(), baseline_names=tuple(bl
                    "torch": list(torch_names), "baselines": {name: bl.BASELINES[name] for name in baseline_names}},
         "methods": methods,
         "summary": summarise(runs, methods, ks),
+        "summary_moved": summarise(runs, methods, ks, "moved_accuracy"),
+        "moved": dict(dg.MOVED, seed=split_seed),
         "runs": runs,
         "test_index": test.tolist(),
         "draws": draws,
@@ -136,13 +145,13 @@ def _method_order(chosen, torch_names, baseline_names):
     yield from baseline_names
 
 
-def summarise(runs, methods, ks) -> list:
-    """[{"method", "k", "mean", "std", "n"}] over the seeds, in table order; std is the sample
-    standard deviation (n − 1), None for a single seed."""
+def summarise(runs, methods, ks, key="accuracy") -> list:
+    """[{"method", "k", "mean", "std", "n"}] of the runs' ``key`` over the seeds, in table
+    order; std is the sample standard deviation (n − 1), None for a single seed."""
     rows = []
     for method in methods:
         for k in ks:
-            values = [r["accuracy"] for r in runs if r["method"] == method and r["k"] == k]
+            values = [r[key] for r in runs if r["method"] == method and r["k"] == k]
             if values:
                 rows.append({"method": method, "k": k, "mean": statistics.fmean(values),
                              "std": statistics.stdev(values) if len(values) > 1 else None, "n": len(values)})
@@ -169,10 +178,10 @@ def _cell(row) -> str:
     return mean if row["std"] is None else f"{mean} ± {100 * row['std']:.1f}"
 
 
-def _grid(results):
-    """(header, [(label, [cell per k])])."""
+def _grid(results, summary="summary"):
+    """(header, [(label, [cell per k])]) of ``results[summary]``."""
     ks = results["config"]["k"]
-    by_key = {(r["method"], r["k"]): r for r in results["summary"]}
+    by_key = {(r["method"], r["k"]): r for r in results[summary]}
     header = ["method"] + [f"k={k}" for k in ks]
     return header, [(label, [_cell(by_key.get((method, k))) for k in ks]) for method, label in
                     results["methods"].items()]
@@ -210,26 +219,42 @@ def _recipe_lines(results) -> list:
     return lines
 
 
+TEST_SETS = (("summary", "as scanned"), ("summary_moved", "moved and re-lit"))
+
+
+def _moved_line(results) -> str:
+    m = results["moved"]
+    return (f"moved and re-lit: the same held-out images turned by up to ±{m['rotate']:g}°, resized by up to "
+            f"±{100 * m['scale']:g}%, moved by up to ±{m['shift']} px, then a gain of {m['gain'][0]:g}-"
+            f"{m['gain'][1]:g}, an offset of ±{m['offset']:g} and a ramp of ±{m['ramp']:g} across the frame "
+            f"(seed {m['seed']})")
+
+
 def table(results) -> str:
-    """A plain-text table for a terminal or a log file (no colour, no redraws)."""
-    header, rows = _grid(results)
-    widths = [max(len(header[0]), *(len(label) for label, _ in rows))]
-    widths += [max(len(header[i + 1]), *(len(cells[i]) for _, cells in rows)) for i in range(len(header) - 1)]
-    lines = [_caption(results), "",
-             "  ".join([header[0].ljust(widths[0])] + [h.rjust(w) for h, w in zip(header[1:], widths[1:])])]
-    lines.append("  ".join("-" * w for w in widths))
-    for label, cells in rows:
-        lines.append("  ".join([label.ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells, widths[1:])]))
-    lines += [""] + _recipe_lines(results) + [_machine_line(results)]
+    """Plain-text tables (as scanned, moved and re-lit) for a terminal or a log file (no
+    colour, no redraws)."""
+    lines = [_caption(results)]
+    for summary, title in TEST_SETS:
+        header, rows = _grid(results, summary)
+        header = [f"{header[0]}: {title}", *header[1:]]
+        widths = [max(len(header[0]), *(len(label) for label, _ in rows))]
+        widths += [max(len(header[i + 1]), *(len(cells[i]) for _, cells in rows)) for i in range(len(header) - 1)]
+        lines += ["", "  ".join([header[0].ljust(widths[0])] + [h.rjust(w) for h, w in zip(header[1:], widths[1:])])]
+        lines.append("  ".join("-" * w for w in widths))
+        for label, cells in rows:
+            lines.append("  ".join([label.ljust(widths[0])] + [c.rjust(w) for c, w in zip(cells, widths[1:])]))
+    lines += ["", _moved_line(results)] + _recipe_lines(results) + [_machine_line(results)]
     return "\n".join(lines) + "\n"
 
 
 def markdown(results) -> str:
-    header, rows = _grid(results)
-    lines = [f"### Small data: {_caption(results)}", "",
-             "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
-    lines += ["| " + " | ".join([label] + cells) + " |" for label, cells in rows]
-    lines += [""] + [f"- {line}" for line in _recipe_lines(results)] + ["", _machine_line(results)]
+    lines = [f"### Small data: {_caption(results)}"]
+    for summary, title in TEST_SETS:
+        header, rows = _grid(results, summary)
+        lines += ["", f"Test set {title}:", "", "| " + " | ".join(header) + " |", "|---|" + "---:|" * (len(header) - 1)]
+        lines += ["| " + " | ".join([label] + cells) + " |" for label, cells in rows]
+    lines += ["", f"- {_moved_line(results)}"] + [f"- {line}" for line in _recipe_lines(results)]
+    lines += ["", _machine_line(results)]
     return "\n".join(lines) + "\n"
 
 

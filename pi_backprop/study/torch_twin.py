@@ -94,7 +94,6 @@ def train(twin: Twin, trainer, steps: int) -> float:
     """Train ``twin`` for ``steps`` steps on the batches ``trainer`` trains on; the accuracy
     on the trainer's held-out samples, in [0, 1]."""
     torch = _torch()
-    x, y = torch.from_numpy(trainer.dataset.x), torch.from_numpy(trainer.dataset.y)
     twin.net.train()
     for step in range(steps):
         # The batch of this step as the trainer trains on it, augmented: the same pixels.
@@ -102,7 +101,13 @@ def train(twin: Twin, trainer, steps: int) -> float:
         twin.optimizer.zero_grad(set_to_none=True)
         twin.loss(twin.net(torch.from_numpy(batch_x)), torch.from_numpy(batch_y)).backward()
         twin.optimizer.step()
+    test = trainer.dataset.eval_index
+    return accuracy(twin, trainer.dataset.x[test], trainer.dataset.y[test])
+
+
+def accuracy(twin: Twin, x: np.ndarray, y: np.ndarray) -> float:
+    """The trained twin's accuracy on x float32 (N, ...), y int (N,), in [0, 1]."""
+    torch = _torch()
     twin.net.eval()
-    test = torch.from_numpy(trainer.dataset.eval_index)
     with torch.no_grad():
-        return float((twin.net(x[test]).argmax(dim=1) == y[test]).double().mean())
+        return float((twin.net(torch.from_numpy(np.ascontiguousarray(x))).argmax(dim=1).numpy() == y).mean())

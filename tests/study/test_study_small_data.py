@@ -60,6 +60,26 @@ def test_a_draw_takes_k_per_class_from_the_pool(data, k):
     assert np.isin(data.draw(1, seed=3), drawn).all()   # nested over k for one seed
 
 
+def test_the_moved_and_relit_test_set_moves_and_relights_each_image(data, monkeypatch):
+    x = data.x[data.test_index[:40]]
+    moved = dg.moved_and_relit(x, seed=1)
+    assert moved.shape == x.shape and moved.dtype == np.float32 and 0 <= moved.min() and moved.max() <= 1
+    assert np.array_equal(moved, dg.moved_and_relit(x, seed=1))
+    assert not np.array_equal(moved, dg.moved_and_relit(x, seed=2))
+    assert (np.abs(moved - x).reshape(40, -1).max(axis=1) > 0.1).all()     # every image changed
+    still = {"rotate": 0.0, "scale": 0.0, "shift": 0, "gain": [1.0, 1.0], "offset": 0.0, "ramp": 0.0}
+    monkeypatch.setattr(dg, "MOVED", still)
+    np.testing.assert_array_equal(dg.moved_and_relit(x, seed=1), x)
+    monkeypatch.setattr(dg, "MOVED", still | {"shift": 2})      # whole pixels: a shifted copy, dark beyond
+    shifted = dg.moved_and_relit(x, seed=1)
+    for image, out in zip(x[:, 0], shifted[:, 0]):
+        found = [(r, c) for r in range(-2, 3) for c in range(-2, 3)
+                 if np.array_equal(out, np.roll(np.pad(image, 2), (r, c), axis=(0, 1))[2:-2, 2:-2])]
+        assert found, "not a shift of the image"
+    monkeypatch.setattr(dg, "MOVED", still | {"gain": [0.5, 0.5], "offset": 0.0})
+    np.testing.assert_allclose(dg.moved_and_relit(x, seed=1), 0.5 * x, atol=1e-7)
+
+
 def test_a_k_larger_than_the_pool_holds_is_refused(data):
     with pytest.raises(ConfigError, match=f"k must be between 1 and {data.fewest_per_class()}"):
         data.draw(data.fewest_per_class() + 1, seed=0)
@@ -85,6 +105,11 @@ def test_a_tiny_study_end_to_end(tmp_path):
     # both learn from 20 images in 6 steps: well above the 10% of guessing (seen: 44-57%, 74-79%)
     assert min(by_method["1nn"]) > 0.5 and min(by_method["shipped"]) > 0.2
     summary = {(r["method"], r["k"]): r for r in results["summary"]}
+    moved = {(r["method"], r["k"]): r for r in results["summary_moved"]}
+    assert moved[("1nn", 2)]["mean"] == pytest.approx(np.mean([r["moved_accuracy"] for r in results["runs"]
+                                                               if r["method"] == "1nn"]))
+    # raw-pixel nearest neighbours lose most when the images move (seen: 56% -> 30%)
+    assert moved[("1nn", 2)]["mean"] < summary[("1nn", 2)]["mean"]
     assert summary[("shipped", 2)]["n"] == 2
     assert summary[("shipped", 2)]["mean"] == pytest.approx(np.mean(by_method["shipped"]))
     assert summary[("1nn", 2)]["std"] == pytest.approx(np.std(by_method["1nn"], ddof=1))
@@ -98,6 +123,8 @@ def test_a_tiny_study_end_to_end(tmp_path):
         assert " ± " in row
         assert label in table
     assert "| method | k=2 |" in text and "k=2" in table
+    assert text.count("| method | k=2 |") == 2 and "Test set moved and re-lit:" in text
+    assert "method: moved and re-lit" in table and "moved by up to ±3 px" in table
 
 
 def test_the_same_seed_gives_the_same_results():
