@@ -172,13 +172,36 @@ class Capture:
             self._thread.join(timeout)
 
 
-def open_source(config, definition, stack, *, simulate, stop_event=None):
+def open_source(config, definition, stack, *, simulate, stop_event=None, live=None):
     """Open the configured source on ``stack`` (an ExitStack).
 
     Returns ``(read, simulated_source_or_None)``: ``read()`` gives one model input,
-    float32 ``definition.input_shape``. Simulation is forced with ``simulate``. A sensor
-    window's waits end early once ``stop_event`` is set (a slow rate must not delay a stop).
+    float32 ``definition.input_shape``, and puts it (with the camera's frame, R, G, B) into
+    ``live`` (a ``live.LiveView``) when one is given. Simulation is forced with
+    ``simulate``. A sensor window's waits end early once ``stop_event`` is set (a slow rate
+    must not delay a stop).
     """
+    read, camera, simulated = _open_source(config, definition, stack, simulate=simulate, stop_event=stop_event)
+    if live is None:
+        return read, simulated
+    if camera is None:
+        def read_and_show():
+            x = read()
+            live.put(time.time(), x)
+            return x
+        return read_and_show, simulated
+    from ..hardware.preprocess import frame_to_input
+
+    def capture_and_show():
+        frame = camera.capture()
+        x = frame_to_input(frame, definition.input_shape, channel_order=camera.channel_order)
+        live.put(time.time(), x, frame[:, :, ::-1] if camera.channel_order == "BGR" else frame)
+        return x
+    return capture_and_show, simulated
+
+
+def _open_source(config, definition, stack, *, simulate, stop_event=None):
+    """``(read, camera or None, simulated source or None)``: see ``open_source``."""
     kind = config.source.kind
     if simulate:
         kind = kind if kind.startswith("simulated-") else f"simulated-{kind}"
@@ -201,7 +224,7 @@ def open_source(config, definition, stack, *, simulate, stop_event=None):
                     raise
                 raise HardwareError(f"{error} (this is not a Raspberry Pi: use --simulate, or "
                                     'source.kind = "simulated-camera")') from None
-        return (lambda: camera.capture_input(shape)), (camera if kind == "simulated-camera" else None)
+        return (lambda: camera.capture_input(shape)), camera, (camera if kind == "simulated-camera" else None)
     if len(shape) != 1:
         raise ConfigError(f"source.kind {config.source.kind!r} gives vectors, but model "
                               f"{definition.name!r} takes images of shape {shape}; use a camera source")
@@ -230,7 +253,7 @@ def open_source(config, definition, stack, *, simulate, stop_event=None):
         rate = config.source.sensor_rate
     sleep = None if stop_event is None else stop_event.wait
     sensor = stack.enter_context(SensorSource(devices, window=window, rate=rate, sleep=sleep))
-    return sensor.read_window, simulated
+    return sensor.read_window, None, simulated
 
 
 def check_pins_for_classes(config, definition):

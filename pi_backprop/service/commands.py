@@ -20,9 +20,19 @@ resume                         train again after ``pause``, or after training st
 delete_sample id               remove one sample from the store (result: True if it was there)
 roll_back     [step]           go back to the newest checkpoint (at or before ``step``); newer
                                checkpoint files are set aside, not deleted (result: the step)
+clear_class   label            remove every sample of one class from the store (result: how many)
 checkpoint                     write a checkpoint now (result: its path, or None: nothing new)
 reload                         re-read the config file and apply what may change live (SIGHUP)
 stop                           finish the current step, write a checkpoint, stop (SIGTERM)
+
+Questions (they change nothing; the loop answers them between bursts, as it owns the store):
+
+overview                       the classes and their sample counts, the checkpoints, the
+                               training switches (result: a dict, see ``Service._overview``)
+samples       label [limit]    the newest samples of a class, newest first (result: a list
+                               of (id, time, x); at most ``limit``, default 12, up to 100)
+history                        the training history, oldest first (result: a list of
+                               ``storage.store.Metric``)
 """
 
 import concurrent.futures
@@ -56,11 +66,16 @@ COMMANDS = {
     "pause": Spec(),
     "resume": Spec(),
     "delete_sample": Spec(("id",)),
+    "clear_class": Spec(("label",)),
     "roll_back": Spec((), ("step",)),
     "checkpoint": Spec(),
     "reload": Spec(),
     "stop": Spec(at_once=True),
+    "overview": Spec(),
+    "samples": Spec(("label",), ("limit",)),
+    "history": Spec(),
 }
+MAX_SAMPLES_LISTED = 100
 
 
 @dataclasses.dataclass(frozen=True)
@@ -176,9 +191,11 @@ class Commands:
             checked["label"] = self.class_index(checked["label"])
         if "seconds" in checked:
             checked["seconds"] = _seconds(name, checked["seconds"])
-        for key in ("id", "step"):
+        for key in ("id", "step", "limit"):
             if key in checked:
                 checked[key] = _whole(name, key, checked[key])
+        if checked.get("limit", 1) > MAX_SAMPLES_LISTED or checked.get("limit", 1) < 1:
+            raise CommandError(f"{name}: limit must be 1 to {MAX_SAMPLES_LISTED}, got {checked['limit']}")
         return Command(name, checked, str(source))
 
     def class_index(self, label: int | str) -> int:

@@ -201,6 +201,17 @@ SCHEMA = {
     "logging": {
         "level": Key("str", "info", "log level", live=True, choices=("debug", "info", "warning", "error")),
     },
+    "web": {
+        "enabled": Key("bool", True, "serve the web page (live view, teaching, training) from the service"),
+        "host": Key("str", "127.0.0.1", "address the page listens on: 127.0.0.1 = this Pi only (reach it with "
+                    "ssh -L), 0.0.0.0 = every network the Pi is on (then a token is needed)"),
+        "port": Key("int", 8474, "TCP port of the page; 0 = any free one (the log says which)",
+                    minimum=0, maximum=65535),
+        "fps": Key("float", 4.0, "live frames per second sent to each open page", live=True,
+                   minimum=0.1, maximum=30),
+        "token_file": Key("str", "", "where the page's access token is kept; \"\" = web-token in the state "
+                          "directory"),
+    },
     "service": {
         "state_dir": Key("str", "", "state directory; \"\" = $STATE_DIRECTORY (systemd), "
                          "else ~/.local/state/pi-backprop"),
@@ -235,6 +246,7 @@ class Config:
     store: object
     predict: object
     logging: object
+    web: object
     service: object
     path: str | None = None  # the file it came from, for messages
 

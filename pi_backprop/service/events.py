@@ -18,12 +18,15 @@ state       state ("starting", "collecting", "training", "paused", "resting" (tr
             "stopping"), previous (the state before, or None)
 lights      state (the status-LED pattern's name), text (what the LEDs show, in words)
 sample      id (the store's sample id), label (class index or None), class (name or None),
-            source, time (Unix seconds of the capture); a deleted sample: id, deleted (True)
+            source, time (Unix seconds of the capture); a deleted sample: id, deleted (True);
+            a class cleared: label, class, cleared (how many samples went)
 prediction  index, class, confidence (0..1), unsure (True when confidence is below
             [predict] min_confidence: index and class are then only the best guess), scores
             (one confidence per class), label (the sample's label or None), step, time (Unix
             seconds of the capture)
-metrics     step, train_loss, train_accuracy, eval_loss, eval_accuracy, eval_samples, lr
+metrics     step, train_loss, train_accuracy, eval_loss, eval_accuracy, eval_samples, lr,
+            confusion (validation samples of class i predicted as class j, as confusion[i][j];
+            None without validation samples)
 checkpoint  path, step
 rollback    step (the step now in use), lr, reason, automatic (True after divergence)
 failure     part ("store", "disk", "checkpoint", "training", "capture"), message

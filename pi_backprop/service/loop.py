@@ -39,11 +39,13 @@ from ..storage.store import SampleStore
 from ..training.datasets import Dataset
 from ..training.inference import confidences
 from ..training.trainer import DivergenceError, StepReport, Trainer
+from . import queries, web
 from .capture import Capture, Sample, SimulatedOperator, check_pins_for_classes, open_source
 from .commands import Command, Commands
 from .config import NO_PIN, Config, augment_for_model, diff_live, load_config
 from .events import Event, EventBus
 from .labelling import Labelling
+from .live import LiveView
 from .predictions import PredictionReporter, class_to_light, prediction
 from .sdnotify import Notifier
 from .storekeeper import StoreKeeper
@@ -115,6 +117,8 @@ class Service:
         if on_light is not None:
             self.events.subscribe(lambda event: on_light(event.data["state"], event.data["text"]), "lights")
         self.commands = Commands(self.definition.classes)
+        self.live = LiveView()    # the newest capture, for the web page
+        self.web = None
         self.labelling = Labelling(self.definition.classes)
         self._handle_commands()   # before any client (a button) can send one
         self._stack = contextlib.ExitStack()
@@ -192,7 +196,7 @@ class Service:
         self.writer = SampleWriter(self.keeper, on_stored=self._sample_stored, on_failure=self._part_failed,
                                    batch_seconds=config.store.write_every_seconds)
         read, simulated = open_source(config, definition, self._stack, simulate=self.simulate,
-                                      stop_event=self.stop_event)
+                                      stop_event=self.stop_event, live=self.live)
         buttons, button_pins = self._open_buttons()
         self.buttons = buttons
         if simulated is not None and config.labels.simulated:
@@ -210,6 +214,9 @@ class Service:
                                stop_event=self.stop_event,
                                before=self.operator.before_capture if self.operator else None,
                                shown=(lambda: simulated.last_label) if simulated is not None else None)
+        self.web = web.start(self)
+        if self.web is not None:
+            self._stack.callback(self.web.close)
 
     def _open_lights(self):
         from ..hardware.leds import StatusLights
@@ -463,7 +470,8 @@ class Service:
 
     def _evaluate(self):
         trainer, dataset = self.trainer, self.trainer.dataset
-        metrics = trainer.evaluate()
+        metrics = trainer.evaluate(confusion=True)
+        confusion = metrics.pop("eval_confusion")
         rng = np.random.default_rng(trainer.step)
         index = dataset.train_index
         sample = rng.choice(index, size=min(ACCURACY_SAMPLE, len(index)), replace=False)
@@ -472,7 +480,8 @@ class Service:
         self._burst_losses = []
         self.metrics = dict(metrics, train_accuracy=train_accuracy, train_loss=loss)
         trainer.metrics.update(self.metrics)
-        self.events.publish("metrics", step=trainer.step, lr=trainer.optimizer.lr, **self.metrics)
+        self.events.publish("metrics", step=trainer.step, lr=trainer.optimizer.lr, **self.metrics,
+                            confusion=None if confusion is None else confusion.tolist())
         self._metric_rows.append((trainer.step, time.time(), loss, train_accuracy, metrics["eval_loss"],
                                   metrics["eval_accuracy"], trainer.optimizer.lr))
         self._flush_metrics()
@@ -733,6 +742,7 @@ class Service:
         handle("roll_back", self._user_roll_back)
         handle("checkpoint", self._checkpoint_now)
         handle("reload", lambda c: self._reload(c.source or "reload"))
+        queries.register(self)
 
     def _pause(self, command: Command) -> str | None:
         if not self.paused:
@@ -754,8 +764,16 @@ class Service:
         if deleted:
             _log.info("sample %d deleted (%s)", command.args["id"], command.source or "command")
             self.events.publish("sample", id=command.args["id"], deleted=True)
-            self._next_refresh = 0.0   # train on the store as it is now
+            self.training_data_changed()
         return deleted
+
+    def training_data_changed(self) -> None:
+        """Samples went from the store: train on the store as it is now."""
+        self._next_refresh = 0.0
+
+    def pending_metric_rows(self) -> list:
+        """The metrics rows (``storage.store.Metric``'s fields) not in the store yet."""
+        return list(self._metric_rows)
 
     def _user_roll_back(self, command: Command) -> int:
         trainer, step = self.trainer, command.args.get("step")

@@ -618,6 +618,19 @@ class SampleStore:
         return x
 
     @_guarded("read the samples")
+    def newest_samples(self, label: int | None, count: int) -> list[tuple[int, float, np.ndarray]]:
+        """The newest ``count`` samples of class ``label`` (None: unlabelled ones), newest
+        first, as (id, Unix time, x float32 sample_shape)."""
+        condition = "label IS NULL" if label is None else "label = ?"
+        params = () if label is None else (int(label),)
+        with self._lock:
+            rows = self._conn().execute(
+                f"SELECT id, time, label, shape, dtype, data FROM samples WHERE {condition} "
+                "ORDER BY id DESC LIMIT ?", (*params, int(count))).fetchall()
+        x, _ = _fill_arrays([row[2:] for row in rows], len(rows), self.sample_shape)
+        return [(int(row[0]), float(row[1]), sample) for row, sample in zip(rows, x)]
+
+    @_guarded("read the samples")
     def load_split(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every labelled sample with its side of the split: x float32 (N, *sample_shape),
         y int64 (N,), eval_mask bool (N,) (True: validation). Training samples come first."""
@@ -654,6 +667,15 @@ class SampleStore:
         """Delete the sample with this id (a mislabelled one); True if it was there."""
         with self._lock, self._write() as db:
             return db.execute("DELETE FROM samples WHERE id = ?", (int(sample_id),)).rowcount > 0
+
+    @_guarded("delete a class's samples")
+    def delete_class(self, label: int) -> int:
+        """Delete every sample of class ``label``; returns how many there were."""
+        with self._lock, self._write() as db:
+            deleted = db.execute("DELETE FROM samples WHERE label = ?", (int(label),)).rowcount
+        with self._lock:
+            self._conn().execute("PRAGMA incremental_vacuum")  # give the space back to the card
+        return deleted
 
     @_guarded("clear the store")
     def clear(self, *, classes: bool = False) -> int:

@@ -442,22 +442,33 @@ class Trainer:
             raise DivergenceError(f"training diverged at step {self.step}: {bad}; {kept}; "
                                   f"lower the learning rate (now {self.optimizer.lr:g})", self.step, value)
 
-    def evaluate(self) -> dict:
-        """``{"eval_loss", "eval_accuracy", "eval_samples"}`` on the held-out split (empty: Nones)."""
+    def evaluate(self, *, confusion: bool = False) -> dict:
+        """``{"eval_loss", "eval_accuracy", "eval_samples"}`` on the held-out split (empty: Nones);
+        with ``confusion``, also "eval_confusion": int (classes, classes) counts of held-out
+        samples of class i predicted as j (None when there are none)."""
         self._need_data("evaluate")
         index = self.dataset.eval_index
+        classes = len(self.definition.classes)
         if len(index) == 0:
-            return {"eval_loss": None, "eval_accuracy": None, "eval_samples": 0}
+            return {"eval_loss": None, "eval_accuracy": None, "eval_samples": 0,
+                    **({"eval_confusion": None} if confusion else {})}
         total_loss, correct = 0.0, 0
+        counts = np.zeros((classes, classes), np.int64)
         for start in range(0, len(index), EVAL_BATCH):
             batch = index[start:start + EVAL_BATCH]
             outputs = self.model.predict(self.dataset.x[batch])
             labels = self.dataset.y[batch]
             total_loss += self._eval_loss.forward(outputs, labels) * len(batch)
-            correct += int((outputs.argmax(axis=1) == labels).sum())
+            predicted = outputs.argmax(axis=1)
+            correct += int((predicted == labels).sum())
+            if confusion:
+                np.add.at(counts, (labels, predicted), 1)
         loss = total_loss / len(index)
-        return {"eval_loss": loss if math.isfinite(loss) else None,
-                "eval_accuracy": correct / len(index), "eval_samples": int(len(index))}
+        result = {"eval_loss": loss if math.isfinite(loss) else None,
+                  "eval_accuracy": correct / len(index), "eval_samples": int(len(index))}
+        if confusion:
+            result["eval_confusion"] = counts
+        return result
 
     # -- checkpoints --------------------------------------------------------------------------
 
