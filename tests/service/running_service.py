@@ -18,6 +18,7 @@ FAST_SENSOR = {
     "training": {"burst_steps": 5, "min_samples_per_class": 3, "batch_size": 16, "lr": 0.01,
                  "checkpoint_every_steps": 100_000, "checkpoint_every_seconds": 1},
     "service": {"status_interval": 0.2},
+    "web": {"port": 0},   # any free port: tests never clash with a page already served here
 }
 
 
