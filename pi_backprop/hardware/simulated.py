@@ -59,13 +59,21 @@ def _inside(kind: str, u: np.ndarray, v: np.ndarray) -> np.ndarray:
 
 
 def _check_names(class_names, known, what):
+    """The names, checked: distinct, at least one, no more than the kinds the simulation has."""
     names = tuple(class_names)
     if len(names) < 1 or len(set(names)) != len(names):
         raise ConfigError(f"{what} class names must be distinct and at least one, got {list(names)}")
-    unknown = [name for name in names if name not in known]
-    if unknown:
-        raise ConfigError(f"the simulated {what} has no class {unknown[0]!r}; it knows: {', '.join(known)}")
+    if len(names) > len(known):
+        raise ConfigError(f"the simulated {what} shows {len(known)} kinds of thing ({', '.join(known)}); "
+                          f"a model of {len(names)} classes needs a real {what}")
     return names
+
+
+def _kinds(class_names, known):
+    """What each class shows: a class named as one of ``known`` shows that one; the others
+    (a model of a maker's own classes: "cup", "hand") show the kinds left over, in order."""
+    spare = iter(kind for kind in known if kind not in class_names)
+    return tuple(name if name in known else next(spare) for name in class_names)
 
 
 def _scene(rng):
@@ -131,7 +139,7 @@ def render_frames(labels, seed, resolution, class_names=CAMERA_CLASSES, *, first
     resolution : (width, height) in pixels, as picamera2 sizes are given
     Frame ``k`` depends only on ``(seed, first_index + k, labels[k])``.
     """
-    names = _check_names(class_names, CAMERA_CLASSES, "camera")
+    names = _kinds(_check_names(class_names, CAMERA_CLASSES, "camera"), CAMERA_CLASSES)
     width, height = (int(d) for d in resolution)
     kinds = [names[int(label)] for label in labels]
     scenes = [_flat_scene(np.random.default_rng((_CAMERA_STREAM, seed, first_index + k))) for k in range(len(kinds))]
@@ -162,7 +170,8 @@ class SimulatedCamera(Device):
 
     seed        : int; the k-th capture is a pure function of (seed, k, class shown)
     resolution  : (width, height) of the frames in pixels
-    class_names : the classes it can show, any of ``CAMERA_CLASSES``
+    class_names : the classes it shows: one of ``CAMERA_CLASSES`` shows that shape, any other
+                  name one of the shapes no class is named after
     interval    : seconds between captures at least, as for ``PiCamera`` (default 0)
     clock, sleep: injectable time functions for the interval (tests)
     Frames are uint8 (height, width, 3) in R, G, B order (``channel_order = "RGB"``).
@@ -255,7 +264,7 @@ def sensor_dataset(n, seed, features=32, class_names=SENSOR_CLASSES):
     Returns x float32 (n, features) of readings in [0, 1] and y int64 (n,),
     ``y[i] = i % len(class_names)``; window ``i`` depends only on ``(seed, i)``.
     """
-    names = _check_names(class_names, SENSOR_CLASSES, "sensor")
+    names = _kinds(_check_names(class_names, SENSOR_CLASSES, "sensor"), SENSOR_CLASSES)
     y = np.arange(int(n), dtype=np.int64) % len(names)
     x = np.empty((int(n), int(features)), np.float32)
     for i in range(int(n)):
@@ -267,7 +276,8 @@ class SimulatedSensor(Device):
     """A simulated analog input: a stand-in for a gpiozero ``MCP3008`` channel.
 
     seed        : int; the reading sequence is a pure function of it and of ``show`` calls
-    class_names : the signal kinds it can produce, any of ``SENSOR_CLASSES``
+    class_names : the classes it produces: one of ``SENSOR_CLASSES`` gives that signal, any
+                  other name one of the signals no class is named after
     Each read of ``value`` is the next reading, a float in [0, 1], one sample of a
     continuous signal whose kind is chosen by ``show(label)`` (``None``: a random kind
     each segment). Reading it through ``SensorSource`` gives windows like ``sensor_dataset``.
@@ -279,6 +289,7 @@ class SimulatedSensor(Device):
 
     def __init__(self, seed=0, class_names=SENSOR_CLASSES):
         self.class_names = _check_names(class_names, SENSOR_CLASSES, "sensor")
+        self._kinds = _kinds(self.class_names, SENSOR_CLASSES)
         self.seed = seed
         self.reads = 0
         self.last_label = None
@@ -306,7 +317,7 @@ class SimulatedSensor(Device):
         if self._position >= self._buffer.size:
             rng = np.random.default_rng((_LIVE_STREAM, _SENSOR_STREAM, self.seed, self._segments))
             label = self._showing if self._showing is not None else int(rng.integers(len(self.class_names)))
-            self._buffer = _sensor_signal(self.class_names[label], self._SEGMENT, rng)
+            self._buffer = _sensor_signal(self._kinds[label], self._SEGMENT, rng)
             self._position = 0
             self._segments += 1
             self.last_label = label

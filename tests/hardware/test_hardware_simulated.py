@@ -53,11 +53,20 @@ def test_camera_dataset_with_a_subset_of_classes(names):
         assert np.array_equal(full_x[i], x[i])
 
 
-def test_unknown_class_name_is_a_one_line_config_error():
-    with pytest.raises(ConfigError, match="no class 'banana'; it knows: empty, circle"):
-        camera_dataset(4, 0, class_names=("circle", "banana"))
-    with pytest.raises(ConfigError, match="no class 'walking'"):
-        sensor_dataset(4, 0, class_names=("still", "walking"))
+def test_a_makers_own_class_names_show_the_kinds_no_class_is_named_after():
+    x, _ = camera_dataset(4, 0, class_names=("circle", "banana"))
+    shown, _ = camera_dataset(4, 0, class_names=("circle", "empty"))   # empty: the first kind left over
+    np.testing.assert_array_equal(x, shown)
+    x, _ = sensor_dataset(4, 0, class_names=("walking", "still"))
+    shown, _ = sensor_dataset(4, 0, class_names=("slow_wave", "still"))
+    np.testing.assert_array_equal(x, shown)
+
+
+def test_more_classes_than_the_simulation_shows_is_a_one_line_config_error():
+    with pytest.raises(ConfigError, match="the simulated camera shows 10 kinds of thing .*a model of 11 classes"):
+        camera_dataset(4, 0, class_names=[f"c{i}" for i in range(11)])
+    with pytest.raises(ConfigError, match="the simulated sensor shows 4 kinds"):
+        sensor_dataset(4, 0, class_names=("a", "b", "c", "d", "e"))
 
 
 def test_empty_frames_are_flat_and_filled_shapes_are_bright_in_the_centre():
