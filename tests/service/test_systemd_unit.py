@@ -81,8 +81,13 @@ def test_device_allow_list_covers_gpio_spi_i2c_and_camera():
     assert all(entry.split()[1] == "rw" for entry in SERVICE["DeviceAllow"])
 
 
-def test_sockets_allow_notify():
-    assert "AF_UNIX" in SERVICE["RestrictAddressFamilies"][0].split()
+def test_sockets_allow_notify_and_the_web_page_on_the_local_networks_only():
+    families = SERVICE["RestrictAddressFamilies"][0].split()
+    assert "AF_UNIX" in families and {"AF_INET", "AF_INET6"} <= set(families)
+    assert "PrivateNetwork" not in SERVICE          # a namespace of its own would hide the page from ssh -L
+    assert SERVICE["IPAddressDeny"] == ["any"]
+    allowed = SERVICE["IPAddressAllow"][0].split()
+    assert "localhost" in allowed and "192.168.0.0/16" in allowed and "0.0.0.0/0" not in allowed
 
 
 def seconds(value):
