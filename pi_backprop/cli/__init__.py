@@ -27,7 +27,8 @@ COMMANDS = [
     ("gradcheck", "gradcheck", "compare backprop with finite differences for a model"),
     ("bench", "bench", "benchmark training steps against the numpy backend and PyTorch"),
     ("warmup", "warmup", "compile and cache the numba kernels (run once after install)"),
-    ("info", "info", "what was found: Pi model, camera, pins, numba, backend"),
+    ("web", "web", "the web page's address and token (web token [--rotate])"),
+    ("info", "info", "what was found: Pi model, camera, pins, numba, backend, the web page"),
 ]
 
 

@@ -1,4 +1,5 @@
-"""``pi-backprop info``: what this machine has: board, camera, pins, numba, backend."""
+"""``pi-backprop info``: what this machine has: board, camera, pins, numba, backend; where
+the web page is."""
 
 import platform
 import sys
@@ -11,11 +12,14 @@ from ..hardware.pins import pi_model, pin_status
 from ..nn import get_backend
 from ..nn.engine.cache import choose, numba_version
 from ..paths import state_dir
+from ..service.config import load_config
+from .web import add_service_arguments, page_address, service_config, state_dir_of
 
 
 def add_arguments(parser):
     parser.add_argument("--simulate", action="store_true",
                         help="report the pins as the service would use them with --simulate")
+    add_service_arguments(parser)
 
 
 def _numba_line() -> str:
@@ -25,7 +29,14 @@ def _numba_line() -> str:
     return f"{version} (kernel cache: {choose(version).text})"
 
 
-def lines(simulate=False) -> list:
+def _web_line(args) -> str:
+    if args is None:
+        return page_address(load_config(None), state_dir())
+    config = service_config(args)
+    return page_address(config, state_dir_of(args, config))
+
+
+def lines(simulate=False, args=None) -> list:
     """The report as (label, value) pairs, in print order."""
     model = pi_model()
     return [
@@ -39,10 +50,11 @@ def lines(simulate=False) -> list:
          'none (not a Raspberry Pi: use --simulate, or source.kind = "simulated-camera")'),
         ("pins", pin_status(True if simulate else None)),
         ("state dir", str(state_dir())),
+        ("web page", _web_line(args)),
     ]
 
 
 def run(args) -> int:
-    for label, value in lines(simulate=args.simulate):
+    for label, value in lines(simulate=args.simulate, args=args):
         print(f"{label + ':':<13}{value}")
     return 0

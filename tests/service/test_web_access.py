@@ -193,3 +193,37 @@ def test_a_port_in_use_is_one_line_and_the_service_runs_on_without_the_page(tmp_
             assert service.web is None
     errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
     assert len(errors) == 1 and f"port {port}" in errors[0] and "web.port" in errors[0] and "\n" not in errors[0]
+
+
+def test_a_rotated_token_takes_over_at_once_and_the_old_cookie_stops_working(tmp_path, capsys):
+    from pi_backprop.cli import main
+    config = write_config(tmp_path / "c.toml", web={"host": "0.0.0.0", "port": 0})
+    state = tmp_path / "state"
+    with running(config, state) as service:
+        page = Page(port_of(service))
+        old = (state / "web-token").read_text().strip()
+        assert page.get("/api/status", Cookie=f"{access.COOKIE}={old}")[0] == 200
+        assert main(["web", "token", "--config", str(config), "--state-dir", str(state), "--rotate"]) == 0
+        shown = capsys.readouterr().out.strip()
+        new = (state / "web-token").read_text().strip()
+        assert new != old and shown.endswith(f":{service.config.web.port}/?token={new}")
+        assert page.get("/api/status", Cookie=f"{access.COOKIE}={old}")[0] == 401
+        assert page.get("/api/status", Cookie=f"{access.COOKIE}={new}")[0] == 200
+        assert main(["info", "--config", str(config), "--state-dir", str(state)]) == 0
+        assert f"?token={new}" in capsys.readouterr().out
+
+
+def test_an_unwritable_token_file_means_no_page_not_an_open_one(tmp_path, caplog):
+    if os.geteuid() == 0:
+        blocker = tmp_path / "file"
+        blocker.write_text("")
+        token_file = blocker / "token"     # a file's child: not even root can make it
+    else:
+        (tmp_path / "ro").mkdir(mode=0o500)
+        token_file = tmp_path / "ro" / "token"
+    config = write_config(tmp_path / "c.toml", web={"host": "0.0.0.0", "port": 0, "token_file": str(token_file)})
+    with caplog.at_level(logging.ERROR), running(config, tmp_path / "state") as service:
+        wait_for(lambda: service.trainer.step > 0, what="training without the page")
+        assert service.web is None
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "web page not served: cannot" in errors[0] and "web.token_file" in errors[0]

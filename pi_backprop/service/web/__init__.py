@@ -13,6 +13,7 @@ import logging
 import socket
 from pathlib import Path
 
+from ...exc import ConfigError
 from .access import Access, is_loopback, load_or_create_token
 from .api import Api, Backend
 from .server import WebServer
@@ -34,8 +35,14 @@ def start(service) -> WebServer | None:
     if not config.web.enabled:
         return None
     host, port = config.web.host, config.web.port
-    token = None if is_loopback(host) else load_or_create_token(token_path(config, service.state_dir))
-    access = Access(host, port, token)
+    path = None if is_loopback(host) else token_path(config, service.state_dir)
+    try:
+        if path is not None:
+            load_or_create_token(path)
+    except ConfigError as error:   # no token, no page: never an open one
+        _log.error("web page not served: %s; the service runs on without it", error)
+        return None
+    access = Access(host, port, path)
     state = PageState()
     service.events.subscribe(state.on_event, CURRENT)
     definition = service.definition
@@ -52,7 +59,7 @@ def start(service) -> WebServer | None:
         return None
     access.port = port = server.port   # the one had, when any free one was asked for
     server.start()
-    if token is None:
+    if access.token is None:
         _log.info("web page: %s (this machine only; from another: ssh -L %d:127.0.0.1:%d %s, then open "
                   "http://127.0.0.1:%d/)", access.url("127.0.0.1" if host != "::1" else host), port, port,
                   socket.gethostname(), port)

@@ -52,11 +52,20 @@ def read_token(path: Path) -> str | None:
 
 
 def write_token(path: Path) -> str:
-    """A new random token, written durably to ``path`` (mode 0600; the old one no longer works)."""
+    """A new random token, written durably to ``path`` (mode 0600, kept by the owner of the
+    one it replaces: ``sudo pi-backprop web token --rotate`` leaves it the service's); a
+    running service takes it at the next request, and the old one no longer works."""
     token = secrets.token_hex(TOKEN_BYTES)
+    path = Path(path)
     try:
-        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        try:
+            owner = path.stat()
+        except FileNotFoundError:
+            owner = None
         with atomic_write(path, mode=0o600) as file:
+            if owner is not None and os.geteuid() == 0:
+                os.fchown(file.fileno(), owner.st_uid, owner.st_gid)
             file.write(token.encode() + b"\n")
     except OSError as error:
         raise ConfigError(f"cannot write the web token {path}: {error.strerror or error}; check "
@@ -79,13 +88,31 @@ def load_or_create_token(path: Path) -> str:
 class Access:
     """The rules for one server.
 
-    host, port : where it listens; token : None when no token is needed (a loopback address)
+    host, port : where it listens; token_path : the token's file, None when no token is
+    needed (a loopback address; else ``load_or_create_token`` made it first). The file is read
+    again when it changes, so a rotated token takes over without a restart.
     """
 
-    def __init__(self, host: str, port: int, token: str | None):
+    def __init__(self, host: str, port: int, token_path: Path | None):
         self.loopback = is_loopback(host)
-        self.port, self.token = int(port), token
-        self.host = host
+        self.host, self.port, self.token_path = host, int(port), token_path
+        self._seen = (None, None)   # (file's mtime and size, its token)
+
+    @property
+    def token(self) -> str | None:
+        """The token in force, or None when none is needed."""
+        if self.token_path is None:
+            return None
+        try:
+            info = os.stat(self.token_path)
+            key = (info.st_mtime_ns, info.st_size, info.st_ino)
+        except OSError:
+            key = None
+        if key != self._seen[0] or self._seen[1] is None:
+            token = read_token(self.token_path) if key is not None else None
+            # A token file gone or broken while running: keep the last good one.
+            self._seen = (key, token or self._seen[1])
+        return self._seen[1]
 
     def host_allowed(self, header: str | None) -> bool:
         """The Host header names this server: on loopback, a loopback name and our port."""
@@ -98,13 +125,14 @@ class Access:
 
     def authorised(self, cookie_token: str | None, bearer: str | None) -> bool:
         """The request carries the token (or none is needed)."""
-        if self.token is None:
+        if self.token_path is None:
             return True
         given = bearer or cookie_token
-        return given is not None and hmac.compare_digest(given.encode(), self.token.encode())
+        return given is not None and self.token_matches(given)
 
     def token_matches(self, given: str) -> bool:
-        return self.token is not None and hmac.compare_digest(given.encode(), self.token.encode())
+        token = self.token
+        return token is not None and hmac.compare_digest(given.encode(), token.encode())
 
     @staticmethod
     def same_origin(origin: str | None, host: str | None) -> bool:

@@ -128,13 +128,13 @@ class _Handler(http.server.BaseHTTPRequestHandler):
         self._send(reply)
 
     def _open_with_token(self, access: Access, given: str) -> None:
-        if access.token is None:
+        if access.token_path is None:
             return self._send(Reply.redirect("/"))
         if not access.token_matches(given):
             return self._send(Reply.error(401, "that token is not this page's (it may have been rotated): "
                                                "'pi-backprop web token' shows the address"))
         # The cookie carries the token from now on, so it leaves the address bar.
-        cookie = f"{COOKIE}={access.token}; HttpOnly; SameSite=Strict; Path=/; Max-Age=31536000"
+        cookie = f"{COOKIE}={given}; HttpOnly; SameSite=Strict; Path=/; Max-Age=31536000"
         self._send(Reply.redirect("/", cookie=cookie))
 
     def _cookie(self) -> str | None:
