@@ -20,6 +20,9 @@ def add_arguments(parser):
     parser.add_argument("--until-accuracy", type=float, metavar="A",
                         help="stop once the validation accuracy reaches A (0..1)")
     parser.add_argument("--max-seconds", type=float, metavar="S", help="stop after S seconds")
+    parser.add_argument("--keep-serving", action="store_true",
+                        help="once --until-accuracy or --max-seconds is reached, go on serving the web page "
+                             "until stopped (Ctrl-C), so that it can be explored")
 
 
 def run(args) -> int:
@@ -38,7 +41,7 @@ def run(args) -> int:
                   config.source.kind, config.model.name)
     with Service(config, config_path=args.config, simulate=args.simulate, state_dir=args.state_dir,
                  until_accuracy=args.until_accuracy, max_seconds=args.max_seconds,
-                 backend_chosen=args.backend is not None) as service:
+                 backend_chosen=args.backend is not None, keep_serving=args.keep_serving) as service:
         summary = service.run()
     accuracy = summary.get("accuracy")
     live = summary.get("live_accuracy")

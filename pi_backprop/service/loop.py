@@ -91,6 +91,8 @@ class Service:
     notifier     : ``sdnotify.Notifier`` (default: from ``$NOTIFY_SOCKET``)
     on_light     : callable(state, text) told of every status-light change (the terminal);
                    the same as subscribing to ``lights`` events
+    keep_serving : once until_accuracy or max_seconds is reached, go on serving the web page
+                   (and training) until stopped, instead of returning
 
     ``commands`` (``commands.Commands``) and ``events`` (``events.EventBus``) are the
     interface for clients; ``state`` is the state last published.
@@ -100,9 +102,10 @@ class Service:
                  state_dir: Path | str | None = None, until_accuracy: float | None = None,
                  max_seconds: float | None = None, notifier: Notifier | None = None,
                  on_light: Callable[[str, str], object] | None = None, stop_event: threading.Event | None = None,
-                 backend_chosen: bool = False):
+                 backend_chosen: bool = False, keep_serving: bool = False):
         self.config, self.config_path, self.simulate = config, config_path, simulate
         self.until_accuracy, self.max_seconds = until_accuracy, max_seconds
+        self.keep_serving, self._target_reached = keep_serving, False
         self.notifier = notifier if notifier is not None else Notifier()
         self.backend_chosen = backend_chosen   # --backend given: it wins over model.backend
         self.metrics = {}
@@ -658,16 +661,27 @@ class Service:
         return ", ".join(parts)
 
     def _finished(self) -> bool:
+        """True once --max-seconds or --until-accuracy is reached (with ``keep_serving``, the
+        service says so once and runs on, for the web page, until it is stopped)."""
+        if self._target_reached:
+            return False
+        reached = None
         if self.max_seconds is not None and time.monotonic() - self.started >= self.max_seconds:
-            _log.info("time limit of %.0f s reached", self.max_seconds)
-            return True
+            reached = f"time limit of {self.max_seconds:.0f} s reached"
         accuracy = self.metrics.get("eval_accuracy")
-        if (self.until_accuracy is not None and accuracy is not None and accuracy >= self.until_accuracy
-                and self.metrics.get("eval_samples", 0) >= MIN_VALIDATION):
-            _log.info("validation accuracy %.1f%% reached the target of %.1f%%", 100 * accuracy,
-                      100 * self.until_accuracy)
-            return True
-        return False
+        if (reached is None and self.until_accuracy is not None and accuracy is not None
+                and accuracy >= self.until_accuracy and self.metrics.get("eval_samples", 0) >= MIN_VALIDATION):
+            reached = (f"validation accuracy {100 * accuracy:.1f}% reached the target of "
+                       f"{100 * self.until_accuracy:.1f}%")
+        if reached is None:
+            return False
+        if self.keep_serving and self.web is not None:
+            self._target_reached = True
+            _log.info("%s; still serving the web page at http://%s:%d/ until stopped (Ctrl-C)", reached,
+                      "127.0.0.1" if self.web.access.loopback else self.config.web.host, self.web.port)
+            return False
+        _log.info("%s", reached)
+        return True
 
     # -- stop and reload ------------------------------------------------------------------------
 

@@ -185,3 +185,15 @@ def test_camera_pictures_are_the_live_frame_and_the_exact_model_input(tmp_path):
         assert decode_png(body).shape == (28, 28)
         assert page.get("/api/frame?view=elsewhere")[0] == 400
         assert page.get("/api/window")[0] == 404                      # images: no window to draw
+
+
+def test_keep_serving_goes_on_past_the_target_for_the_page(tmp_path, caplog):
+    import logging
+    with caplog.at_level(logging.INFO), running(write_config(tmp_path / "c.toml"), tmp_path / "state",
+                                                max_seconds=1.0, keep_serving=True) as service:
+        page = Page(port_of(service))
+        wait_for(lambda: any("still serving the web page" in r.getMessage() for r in caplog.records),
+                 what="the target reached")
+        time.sleep(0.5)
+        assert service.thread.is_alive() and page.get("/api/status")[0] == 200
+    assert sum("still serving the web page" in r.getMessage() for r in caplog.records) == 1
