@@ -100,6 +100,10 @@ class CommandError(PiBackpropError, ValueError):
     """A command sent to the service is unknown, has bad arguments, or cannot be carried out now."""
 
 
+class ServiceBusy(CommandError):
+    """The service did not answer a command in time (it is compiling, saving or stuck)."""
+
+
 class StopWhileCompiling(BaseException):
     """The service's stop signal, raised into the kernels' first compile (nothing is there to
     save yet). Not a ``PiBackpropError``, and a ``BaseException`` so that no ``except

@@ -20,7 +20,7 @@ from collections.abc import Callable
 
 import numpy as np
 
-from ...exc import CommandError, PiBackpropError
+from ...exc import CommandError, PiBackpropError, ServiceBusy
 from . import images
 
 COMMAND_SECONDS = 10.0     # how long a request waits for the loop's answer
@@ -256,7 +256,7 @@ class Api:
         try:
             return future.result(timeout=COMMAND_SECONDS)
         except concurrent.futures.TimeoutError:
-            raise _Busy(f"{name}: the service did not answer within {COMMAND_SECONDS:g} s; try again") from None
+            raise ServiceBusy(f"{name}: the service did not answer within {COMMAND_SECONDS:g} s; try again") from None
 
     def _label(self, value) -> int:
         if value is None:
@@ -266,15 +266,11 @@ class Api:
         return self.backend.commands.class_index(value)
 
 
-class _Busy(PiBackpropError):
-    pass
-
-
 def _answered(route) -> Reply:
     """The route's reply, or its failure as a one-line error."""
     try:
         return route()
-    except _Busy as error:
+    except ServiceBusy as error:
         return Reply.error(503, str(error))
     except PiBackpropError as error:
         return Reply.error(400, str(error))

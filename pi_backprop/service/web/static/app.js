@@ -314,6 +314,10 @@ function drawConfusion(matrix) {
 }
 
 function showCheckpoints(checkpoints) {
+  // Drawn again only when the list changed, so that a button does not vanish under a finger.
+  const key = checkpoints.map(c => `${c.step}@${c.time}`).join(",");
+  if (key === view.checkpointsKey) return;
+  view.checkpointsKey = key;
   $("checkpoints").replaceChildren(...checkpoints.map(c => {
     const item = element("li");
     const when = new Date(c.time * 1000).toLocaleString();
@@ -398,6 +402,9 @@ async function start() {
   buildCurate();
   $("pause").addEventListener("click", () => post("/api/pause").then(a => showState(a.result)).catch(e => say(e.message)));
   $("resume").addEventListener("click", () => post("/api/resume").then(a => showState(a.result)).catch(e => say(e.message)));
+  $("save").addEventListener("click", () => post("/api/checkpoint")
+    .then(a => { say(a.result ? "checkpoint saved" : "nothing new since the last checkpoint"); refreshOverview(); })
+    .catch(e => say(e.message)));
   await refreshOverview();
   refreshHistory();
   refreshSamples();
