@@ -102,6 +102,9 @@ def test_a_new_user_watches_teaches_deletes_pauses_and_goes_back(tmp_path, brows
                  what="the first frame")
         first = camera.screenshot_as_png
         wait_for(lambda: camera.screenshot_as_png != first, what="a new frame")
+        frame, model_input = browser.execute_script("return ['camera', 'input'].map(id => "
+                                                    "document.getElementById(id).dataset.capture)")
+        assert frame == model_input and int(frame) > 1   # the input beside the frame is made of that capture
 
         # The class named as markup shows as text, and ran nothing.
         tiles = browser.find_elements(By.CSS_SELECTOR, "#tiles .tile")

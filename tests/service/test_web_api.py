@@ -169,20 +169,24 @@ def test_the_event_stream_sends_each_event_as_json_and_predictions_at_most_fps_a
 
 def test_camera_pictures_are_the_live_frame_and_the_exact_model_input(tmp_path):
     config = write_config(tmp_path / "c.toml", model={"name": "camera_cnn"},
-                          source={"kind": "simulated-camera", "interval": 0.5})
+                          source={"kind": "simulated-camera", "interval": 0.05})
     with running(config, tmp_path / "state") as service:
         page = Page(port_of(service))
         wait_for(lambda: service.live.newest() is not None, what="a capture")
         status, headers, body = page.get("/api/frame?view=camera")
         assert status == 200 and headers["content-type"] in ("image/jpeg", "image/png")
-        for _ in range(20):   # until no capture came between the picture and the look at it
-            status, headers, body = page.get("/api/frame?view=input")
-            shown = service.live.newest()
-            if shown.number == int(headers["x-capture"]):
-                break
-        assert status == 200 and headers["content-type"] == "image/png"
+        number = int(headers["x-capture"])
+        time.sleep(0.2)   # newer captures come; the one shown is still asked for by number
+        assert service.live.newest().number > number
+        status, headers, body = page.get(f"/api/frame?view=input&capture={number}")
+        assert status == 200 and headers["content-type"] == "image/png" and int(headers["x-capture"]) == number
+        shown = service.live.find(number)
         np.testing.assert_array_equal(decode_png(body), images.model_input_pixels(shown.x))   # lossless, 28×28
         assert decode_png(body).shape == (28, 28)
+        time.sleep(1.0)   # 20 captures later it is gone, and the answer says what to do
+        status, _, body = page.get(f"/api/frame?view=input&capture={number}")
+        assert status == 404 and b"ask without capture=" in body
+        assert page.get("/api/frame?view=input&capture=x")[0] == 400
         assert page.get("/api/frame?view=elsewhere")[0] == 400
         assert page.get("/api/window")[0] == 404                      # images: no window to draw
 

@@ -27,12 +27,13 @@ COMMAND_SECONDS = 10.0     # how long a request waits for the loop's answer
 HOLD_SECONDS = 2.0         # a tile's label lasts this long unless the page renews it (it does, twice a second)
 MAX_STREAMS = 4            # event streams (open pages) at once
 STREAM_QUEUE = 256         # events a slow page may fall behind by (then the oldest go)
+PICTURES_KEPT = 8          # encoded pictures kept (both views): several pages share one encoding
 HEARTBEAT_SECONDS = 10.0   # a comment line this often, so proxies and the page see the stream is alive
 PAGE_ID = re.compile(r"[A-Za-z0-9_-]{1,32}")
 STATIC = {"/": ("index.html", "text/html; charset=utf-8"), "/app.js": ("app.js", "text/javascript; charset=utf-8"),
           "/app.css": ("app.css", "text/css; charset=utf-8")}
 # The page's own files only: no inline script, no other site (a class name cannot run code).
-CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; connect-src 'self'; "
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data: blob:; connect-src 'self'; "
        "base-uri 'none'; form-action 'none'; frame-ancestors 'none'")
 
 
@@ -95,7 +96,7 @@ class Api:
         self.backend = backend
         self._streams = threading.BoundedSemaphore(MAX_STREAMS)
         self._pictures_lock = threading.Lock()
-        self._pictures = {}   # view -> (live.Capture, bytes, content type): encoded once per capture
+        self._pictures = {}   # (view, capture number) -> (bytes, content type): encoded once per capture
         self._static = {path: (_read_static(name), kind) for path, (name, kind) in STATIC.items()}
 
     # -- GET --------------------------------------------------------------------------------
@@ -137,24 +138,33 @@ class Api:
         return {"values": np.round(np.asarray(x, np.float64), 4).tolist()}
 
     def _frame(self, query) -> Reply:
+        """The newest camera frame or model input, or (``capture=N``) those of capture N while
+        it is among the last few: the page asks for the input of the frame it shows."""
         view = query.get("view", "camera")
         if view not in ("camera", "input"):
             return Reply.error(400, f"view must be camera or input, got {view!r}")
-        capture = self.backend.live.newest()
-        if capture is None:
-            return Reply.error(404, "no frame yet")
+        if "capture" in query:
+            number = _whole(query["capture"], "capture")
+            capture = self.backend.live.find(number)
+            if capture is None:
+                return Reply.error(404, f"capture {number} is gone: ask without capture= for the newest")
+        else:
+            capture = self.backend.live.newest()
+            if capture is None:
+                return Reply.error(404, "no frame yet")
         if capture.x.ndim != 3 or (view == "camera" and capture.frame is None):
             return Reply.error(404, "this source gives no pictures: ask /api/window")
+        key = (view, capture.number)
         with self._pictures_lock:
-            shown, body, kind = self._pictures.get(view, (None, b"", ""))
-            camera = self._pictures.get("camera", (None,))[0]
-        if view == "input" and camera is not None and capture.time - camera.time < 1.0:
-            capture = camera   # the input of the frame the page shows beside it, not a newer one
-        if shown is None or shown.number != capture.number:
+            cached = self._pictures.get(key)
+        if cached is None:
             pixels = capture.frame if view == "camera" else images.model_input_pixels(capture.x)
-            body, kind = images.encode(pixels, jpeg=view == "camera")   # the model's input stays exact
+            cached = images.encode(pixels, jpeg=view == "camera")   # the model's input stays exact
             with self._pictures_lock:
-                self._pictures[view] = (capture, body, kind)
+                self._pictures[key] = cached
+                while len(self._pictures) > PICTURES_KEPT:
+                    del self._pictures[next(iter(self._pictures))]   # the oldest first
+        body, kind = cached
         return Reply(200, body, kind, extra=(("X-Capture", str(capture.number)),))
 
     def _window(self, query) -> Reply:

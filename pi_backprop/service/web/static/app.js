@@ -65,30 +65,42 @@ function startFrames() {
   if (view.kind === "image") {
     $("camera-figure").hidden = false;
     $("input-figure").hidden = false;
-    loop("camera", "/api/frame?view=camera");
-    loop("input", "/api/frame?view=input");
+    pictureLoop();
   } else {
     $("window-figure").hidden = false;
     windowLoop();
   }
 }
 
-function loop(id, path) {
-  // The next picture once the last one has loaded, at most fps a second, none while hidden.
-  const img = $(id);
-  let started = 0;
-  const next = () => {
-    const wait = Math.max(0, 1000 / view.fps - (performance.now() - started));
-    setTimeout(load, document.hidden ? 1000 : wait);
-  };
-  const load = () => {
-    if (document.hidden) return next();
-    started = performance.now();
-    img.src = path + "&n=" + Date.now();
-  };
-  img.addEventListener("load", next);
-  img.addEventListener("error", () => setTimeout(load, 1000));
-  load();
+async function picture(path) {
+  // A picture as an object URL, and the number of the capture it shows.
+  const response = await fetch(path, {credentials: "same-origin", cache: "no-store"});
+  if (!response.ok) throw new Error((await response.text()).trim() || response.statusText);
+  return {url: URL.createObjectURL(await response.blob()), capture: response.headers.get("X-Capture")};
+}
+
+function show(id, url) {
+  const img = $(id), old = img.src;
+  img.src = url;
+  if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+}
+
+async function pictureLoop() {
+  // The newest frame, then the model input made of that same capture; at most fps a second,
+  // none while the page is hidden.
+  const started = performance.now();
+  let wait = 1000;
+  if (!document.hidden) {
+    try {
+      const frame = await picture("/api/frame?view=camera");
+      const input = await picture(`/api/frame?view=input&capture=${frame.capture}`);
+      show("camera", frame.url);
+      show("input", input.url);
+      $("camera").dataset.capture = $("input").dataset.capture = frame.capture;
+      wait = Math.max(0, 1000 / view.fps - (performance.now() - started));
+    } catch (error) { /* no frame yet, or that capture is gone: try again */ }
+  }
+  setTimeout(pictureLoop, wait);
 }
 
 async function windowLoop() {
