@@ -14,6 +14,10 @@ def add_arguments(parser):
     parser.add_argument("--wear-seconds", type=float, default=120.0,
                         help="seconds the service runs for each SD-card wear case (default 120; 0: skip)")
     parser.add_argument("--wear-only", action="store_true", help="only the SD-card wear figures")
+    parser.add_argument("--page-seconds", type=float, default=15.0,
+                        help="seconds of each window of the web page's cost, with and without a page "
+                             "(default 15; 0: skip)")
+    parser.add_argument("--page-only", action="store_true", help="only the web page's cost")
 
 
 def run(args) -> int:
@@ -23,8 +27,13 @@ def run(args) -> int:
 
     if args.wear_seconds < 0 or (args.wear_only and not args.wear_seconds):
         raise ConfigError(f"--wear-seconds must be > 0 (>= 0 without --wear-only), got {args.wear_seconds}")
+    if args.page_seconds < 0 or (args.page_only and not args.page_seconds):
+        raise ConfigError(f"--page-seconds must be > 0 (>= 0 without --page-only), got {args.page_seconds}")
+    if args.wear_only and args.page_only:
+        raise ConfigError("--wear-only and --page-only: choose one")
     _, text = bench.main(args.output_dir, args.repeats, args.block_seconds,
                          default_threads=not args.single_thread_only, quick=args.quick,
-                         wear_seconds=args.wear_seconds, wear_only=args.wear_only)
+                         wear_seconds=0.0 if args.page_only else args.wear_seconds, wear_only=args.wear_only,
+                         page_seconds=0.0 if args.wear_only else args.page_seconds, page_only=args.page_only)
     print(text)
     return 0

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from . import wear
+from . import page_cost, wear
 
 # (workload, model, batches); SGD lr 0.01, float32, the model's own loss.
 WORKLOADS = [("W1", "sensor_mlp", (1, 16, 128)), ("W2", "camera_cnn", (1, 16, 64)), ("W3", "seed_mlp", (1, 32))]
@@ -436,6 +436,9 @@ def markdown(results) -> str:
         lines += ["### Peak RSS, W2 batch 64, 50 steps (fresh process)", "", "| candidate | MiB |", "|---|---:|"]
         lines += [f"| {name} | {value / 2 ** 20:.0f} |" for name, value in results["rss"].items()]
         lines.append("")
+    if "page" in results:
+        lines += ["### The web page's cost: training steps per second of `run --simulate`, one page open against none",
+                  "", page_cost.markdown(results["page"]), ""]
     if "wear" in results:
         lines += ["### SD-card wear: bytes written by `run --simulate` from READY on", "",
                   wear.markdown(results["wear"]), ""]
@@ -460,17 +463,21 @@ def _steps_in_child(env, repeats, block_seconds, threads):
 
 
 def main(output_dir=".", repeats=7, block_seconds=0.1, default_threads=True, quick=False,
-         wear_seconds=120.0, wear_only=False) -> dict:
+         wear_seconds=120.0, wear_only=False, page_seconds=15.0, page_only=False) -> dict:
     """Run everything; write bench.json and bench.md into ``output_dir``; return the results."""
     if quick:
         repeats, block_seconds, wear_seconds = 3, 0.03, min(wear_seconds, 10.0)
+        page_seconds = min(page_seconds, 3.0)
     output_dir = Path(output_dir)
     output_dir.mkdir(parents=True, exist_ok=True)
     results = {"date": time.strftime("%Y-%m-%d"), "repeats": repeats, "machine": machine()}
     if wear_seconds > 0:
         print(f"SD-card wear ({wear_seconds:g} s per case) ...", file=sys.stderr, flush=True)
         results["wear"] = wear.run_all(wear_seconds, output_dir)
-    if wear_only:
+    if page_seconds > 0:
+        print(f"the web page's cost ({page_seconds:g} s windows) ...", file=sys.stderr, flush=True)
+        results["page"] = page_cost.measure(page_seconds, pairs=1 if quick else page_cost.PAIRS, workdir=output_dir)
+    if wear_only or page_only:
         return _written(output_dir, results)
     env = _single_thread_env()
     print("single thread ...", file=sys.stderr, flush=True)

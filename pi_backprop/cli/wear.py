@@ -16,18 +16,14 @@ size is given on its own (journald writes it, compressed, in its own files).
 Linux only (``/proc``).
 """
 
-import os
-import signal
-import subprocess
-import sys
 import tempfile
-import threading
 import time
 from pathlib import Path
 
+from .service_child import READY_TIMEOUT, ServiceChild, fill_store
+
 MODELS = {"sensor_mlp": "simulated-sensor", "camera_cnn": "simulated-camera"}
 STEADY_SAMPLES = 400        # labelled samples in the store for the steady case
-READY_TIMEOUT = 600.0       # seconds: a first compile on a slow board
 
 
 def _config(model: str, scenario: str, write_every: float | None) -> str:
@@ -37,46 +33,6 @@ def _config(model: str, scenario: str, write_every: float | None) -> str:
             f"interval = {1.0 if labelling else 0.05}\n"
             f"[labels]\nsimulated = {'true' if labelling else 'false'}\n"
             f"[training]\nmin_samples_per_class = 5\n{store}")
-
-
-class _Log:
-    """The child's output, read from its pipe as journald would: the text and its size."""
-
-    def __init__(self, pipe):
-        self.text, self.bytes = "", 0
-        self._lock = threading.Lock()
-        self._thread = threading.Thread(target=self._read, args=(pipe,), daemon=True)
-        self._thread.start()
-
-    def _read(self, pipe) -> None:
-        for line in pipe:
-            with self._lock:
-                self.text += line.decode(errors="replace")
-                self.bytes += len(line)
-
-    def read(self) -> str:
-        with self._lock:
-            return self.text
-
-    def close(self) -> None:
-        self._thread.join(timeout=10)
-
-
-def _fill(state: Path, model: str) -> None:
-    """A store of STEADY_SAMPLES labelled samples, as a few minutes of collecting leave it."""
-    from ..hardware import simulated
-    from ..modeldef import load_definition
-    from ..storage.store import SampleStore
-
-    definition = load_definition(model)
-    if MODELS[model] == "simulated-camera":
-        x, y = simulated.camera_dataset(STEADY_SAMPLES, 0, tuple(definition.input_shape), definition.classes)
-    else:
-        x, y = simulated.sensor_dataset(STEADY_SAMPLES, 0, definition.input_shape[0], definition.classes)
-    state.mkdir(parents=True, exist_ok=True)
-    with SampleStore(state / "samples.db") as store:
-        store.set_class_names(definition.classes)
-        store.add_samples(x, y, source="wear benchmark")
 
 
 def _written(pid: int) -> int | None:
@@ -101,15 +57,15 @@ def _stored(state: Path) -> tuple[int, int]:
     return int(count), int(size)
 
 
-def _wait_for_rest(log: _Log, child: subprocess.Popen) -> None:
+def _wait_for_rest(child: ServiceChild) -> None:
     """Until the service has rested and written the checkpoint after it."""
     deadline = time.monotonic() + READY_TIMEOUT
     while True:
-        text = log.read()
+        text = child.log.read()
         rest = text.find("resting until new samples come")
         if rest >= 0 and "checkpoint ckpt-" in text[rest:]:
             return
-        if child.poll() is not None or time.monotonic() > deadline:
+        if not child.running() or time.monotonic() > deadline:
             raise RuntimeError(f"the service did not come to rest: {text[-2000:]}")
         time.sleep(0.2)
 
@@ -123,32 +79,20 @@ def measure(model: str, scenario: str, seconds: float, workdir: Path, env: dict 
     config, state = folder / "config.toml", folder / "state"
     config.write_text(_config(model, scenario, write_every))
     if scenario == "steady":
-        _fill(state, model)
-    child = subprocess.Popen([sys.executable, "-m", "pi_backprop", "run", "--simulate", "--config", str(config),
-                              "--state-dir", str(state)], stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-                             env=dict(env or os.environ, PYTHONUNBUFFERED="1"))
-    log = _Log(child.stdout)
-    try:
-        deadline = time.monotonic() + READY_TIMEOUT
-        while "ready:" not in log.read():
-            if child.poll() is not None or time.monotonic() > deadline:
-                raise RuntimeError(f"the service did not start: {log.read()[-2000:]}")
-            time.sleep(0.1)
+        fill_store(state, model, STEADY_SAMPLES)
+    with ServiceChild(config, state, env) as child:
+        child.wait_for("ready:")
         settled = {"to_rest_bytes": None, "to_rest_seconds": None}
         if scenario == "steady":   # the steady state begins once it has trained enough and saved that
             ready_bytes, ready_time = _written(child.pid), time.monotonic()
-            _wait_for_rest(log, child)
+            _wait_for_rest(child)
             settled = {"to_rest_bytes": _written(child.pid) - ready_bytes,
                        "to_rest_seconds": round(time.monotonic() - ready_time, 1)}
-        before, samples_before, log_before = _written(child.pid), _stored(state), log.bytes
+        before, samples_before, log_before = _written(child.pid), _stored(state), child.log.bytes
         started = time.monotonic()
         time.sleep(seconds)
-        after, elapsed, log_bytes = _written(child.pid), time.monotonic() - started, log.bytes - log_before
-        samples_after = _stored(state)
-    finally:
-        child.send_signal(signal.SIGTERM)
-        child.wait(timeout=120)
-        log.close()
+        after, elapsed = _written(child.pid), time.monotonic() - started
+        log_bytes, samples_after = child.log.bytes - log_before, _stored(state)
     if before is None or after is None:
         raise RuntimeError("/proc/<pid>/io cannot be read here (not Linux?)")
     written = after - before
