@@ -43,23 +43,32 @@ class SimulatedOperator:
     person at the web page would.
 
     ``label()`` is the label it means for the capture just made (None when not ``enabled``).
+    It steps aside while a real person labels (``person()``: the class they hold, or None),
+    and while not ``enabled`` (``labels.simulated`` turned off live): then ``when_off()`` is
+    called before each capture instead (``follow_labels``), or the source shows random classes.
     """
 
     SOURCE = "simulated operator"
 
-    def __init__(self, source, num_classes, *, buttons=None, button_pins=None, hold=4, seed=0, commands=None):
+    def __init__(self, source, num_classes, *, buttons=None, button_pins=None, hold=4, seed=0, commands=None,
+                 when_off=None, person=None):
         self.source, self.num_classes, self.hold = source, num_classes, hold
         self.buttons, self.button_pins, self.commands = buttons, button_pins or {}, commands
+        self.when_off, self.person = when_off, person
         self._rng = np.random.default_rng((seed, 0x0BE7))
-        self._count, self._showing, self._pressed = 0, None, None
+        self._count, self._showing, self._pressed, self._sent = 0, None, None, None
         self.enabled = True
 
     def before_capture(self):
         """Choose what is shown next, and press its button (or send its label)."""
-        if not self.enabled:
+        if not self.enabled or (self.person is not None and self.person() is not None):
             self._release()
-            self.source.show(None)
             self._send(None)
+            self._count, self._showing = 0, None    # its own turns start afresh afterwards
+            if self.when_off is not None:
+                self.when_off()
+            else:
+                self.source.show(None)
             return
         if self._count % self.hold == 0:
             self._showing = int(self._rng.integers(self.num_classes))
@@ -81,8 +90,9 @@ class SimulatedOperator:
         return self._showing
 
     def _send(self, label):
-        if self.commands is None or self.buttons is not None:
+        if self.commands is None or self.buttons is not None or label == self._sent:
             return
+        self._sent = label
         if label is None:
             self.commands.submit("label_stop", source=self.SOURCE)
         else:
@@ -95,6 +105,24 @@ class SimulatedOperator:
 
     def close(self):
         self._release()
+
+
+def follow_labels(source, labelling):
+    """A ``before`` for ``Capture``: the simulated ``source`` shows the class a person is
+    labelling (from the web page, the buttons, MQTT), as they would hold that thing in front
+    of a real camera, and random classes while nobody labels."""
+    def before():
+        source.show(labelling.peek())
+    return before
+
+
+def person_labelling(labelling):
+    """A ``person`` for ``SimulatedOperator``: the one class held through commands by anyone
+    but the operator (the web page, MQTT), or None."""
+    def person():
+        held = {label for source, label in labelling.held().items() if source != SimulatedOperator.SOURCE}
+        return held.pop() if len(held) == 1 else None
+    return person
 
 
 class Capture:

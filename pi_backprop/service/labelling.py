@@ -19,10 +19,14 @@ class Labelling:
     """The label state, safe to use from any thread.
 
     class_names : tuple of str, for messages; clock: seconds, monotonic (tests may pass their own)
+    yielding    : sources whose holds count only while no other source holds (the simulated
+                  operator gives way to a person at the page)
     """
 
-    def __init__(self, class_names: Iterable[str], *, clock: Callable[[], float] = time.monotonic):
+    def __init__(self, class_names: Iterable[str], *, clock: Callable[[], float] = time.monotonic,
+                 yielding: Iterable[str] = ()):
         self.class_names = tuple(class_names)
+        self._yielding = frozenset(yielding)
         self._clock = clock
         self._lock = threading.Lock()
         self._holds = {}      # source -> (class index, monotonic end or None)
@@ -57,12 +61,9 @@ class Labelling:
         """
         with self._lock:
             label, self._next = self._next, None
-            if label is not None:
-                return label
-            now = self._clock()
-            self._holds = {s: (c, end) for s, (c, end) in self._holds.items() if end is None or end > now}
-            held = {c for c, _ in self._holds.values()}
-        held |= {c for c in (read() for read in self._levels) if c is not None}
+        if label is not None:
+            return label
+        held = self._held_classes()
         if len(held) > 1:
             if held != self._warned:
                 _log.warning("labels %s held together: samples left unlabelled",
@@ -71,6 +72,23 @@ class Labelling:
             return None
         self._warned = None
         return held.pop() if held else None
+
+    def peek(self) -> int | None:
+        """The label ``take()`` would give now, without using up a ``next`` label or warning."""
+        with self._lock:
+            label = self._next
+        if label is not None:
+            return label
+        held = self._held_classes()
+        return held.pop() if len(held) == 1 else None
+
+    def _held_classes(self) -> set:
+        with self._lock:
+            now = self._clock()
+            self._holds = {s: (c, end) for s, (c, end) in self._holds.items() if end is None or end > now}
+            ruling = {s: c for s, (c, _) in self._holds.items() if s not in self._yielding}
+            held = set((ruling or {s: c for s, (c, _) in self._holds.items()}).values())
+        return held | {c for c in (read() for read in self._levels) if c is not None}
 
     def held(self) -> dict:
         """``{source: class index}`` of the commanded holds in force now."""

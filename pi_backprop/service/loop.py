@@ -40,7 +40,15 @@ from ..training.datasets import Dataset
 from ..training.inference import confidences
 from ..training.trainer import DivergenceError, StepReport, Trainer
 from . import queries, web
-from .capture import Capture, Sample, SimulatedOperator, check_pins_for_classes, open_source
+from .capture import (
+    Capture,
+    Sample,
+    SimulatedOperator,
+    check_pins_for_classes,
+    follow_labels,
+    open_source,
+    person_labelling,
+)
 from .commands import Command, Commands
 from .config import NO_PIN, Config, augment_for_model, diff_live, load_config
 from .events import Event, EventBus
@@ -122,7 +130,7 @@ class Service:
         self.commands = Commands(self.definition.classes)
         self.live = LiveView()    # the newest capture, for the web page
         self.web = None
-        self.labelling = Labelling(self.definition.classes)
+        self.labelling = Labelling(self.definition.classes, yielding=(SimulatedOperator.SOURCE,))
         self._handle_commands()   # before any client (a button) can send one
         self._stack = contextlib.ExitStack()
         self.trainer = self.keeper = self.lights = self.capture = self.operator = self.buttons = None
@@ -202,10 +210,12 @@ class Service:
                                       stop_event=self.stop_event, live=self.live)
         buttons, button_pins = self._open_buttons()
         self.buttons = buttons
+        follow = None if simulated is None else follow_labels(simulated, self.labelling)
         if simulated is not None and config.labels.simulated:
             self.operator = SimulatedOperator(simulated, len(definition.classes), buttons=buttons,
                                               button_pins=button_pins, seed=config.model.seed,
-                                              commands=self.commands)
+                                              commands=self.commands, when_off=follow,
+                                              person=person_labelling(self.labelling))
             self._stack.callback(self.operator.close)
         self.reporter = PredictionReporter(definition.classes, jsonl=config.predict.jsonl,
                                            max_bytes=config.predict.jsonl_max_bytes,
@@ -215,7 +225,7 @@ class Service:
         self._warm_up_or_stop()
         self.capture = Capture(read, self.labelling.take, interval=config.source.interval,
                                stop_event=self.stop_event,
-                               before=self.operator.before_capture if self.operator else None,
+                               before=self.operator.before_capture if self.operator else follow,
                                shown=(lambda: simulated.last_label) if simulated is not None else None)
         self.web = web.start(self)
         if self.web is not None:

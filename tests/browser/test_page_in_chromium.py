@@ -79,6 +79,14 @@ def open_page(driver, service):
     wait_for(lambda: driver.find_elements(By.CSS_SELECTOR, "#tiles .tile"), what="the class tiles")
 
 
+def at_width(driver, width, height):
+    """The page laid out at ``width`` CSS pixels, as a phone's browser would (a headless
+    window has a minimum width wider than a phone's)."""
+    driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride",
+                           {"width": width, "height": height, "deviceScaleFactor": 1, "mobile": width < 800})
+    time.sleep(1.0)
+
+
 def screenshot(driver, tmp_path, name):
     folder = Path(SCREENSHOTS) if SCREENSHOTS else tmp_path
     folder.mkdir(parents=True, exist_ok=True)
@@ -164,9 +172,10 @@ def test_a_new_user_watches_teaches_deletes_pauses_and_goes_back(tmp_path, brows
         wait_for(lambda: service.trainer.step == target, what=f"the service back at step {target}")
         wait_for(lambda: browser.find_element(By.ID, "step").text == str(target), what="the page at that step")
 
-        for width, height, name in ((360, 1700, "phone"), (1280, 1000, "desktop")):
-            browser.set_window_size(width, height)
-            time.sleep(1.0)
+        for width, height, name in ((360, 1900, "phone"), (1280, 1000, "desktop")):
+            at_width(browser, width, height)
+            # Nothing is wider than the screen: no sideways scrolling on a phone.
+            assert browser.execute_script("return document.documentElement.scrollWidth") <= width
             screenshot(browser, tmp_path, name)
         assert console_errors(browser) == []
 
@@ -207,7 +216,7 @@ def _accept(browser):
 
 
 def test_on_the_simulated_sensor_the_page_draws_the_window(tmp_path, browser):
-    config = write_config(tmp_path / "c.toml", web={"port": 0, "fps": 5})
+    config = write_config(tmp_path / "c.toml", web={"port": 0, "fps": 5}, labels={"simulated": False})
     with running(config, tmp_path / "state") as service:
         open_page(browser, service)
         line = lambda: browser.execute_script(   # noqa: E731
@@ -217,4 +226,13 @@ def test_on_the_simulated_sensor_the_page_draws_the_window(tmp_path, browser):
         wait_for(lambda: line() != first, what="a new window")
         assert browser.find_element(By.ID, "camera-figure").get_attribute("hidden") is not None
         wait_for(lambda: browser.find_element(By.ID, "prediction").text != "no prediction yet", what="a prediction")
+
+        # Held on a phone-wide page, a tile labels windows of its class.
+        at_width(browser, 360, 1900)
+        assert browser.execute_script("return document.documentElement.scrollWidth") <= 360
+        tile = browser.find_elements(By.CSS_SELECTOR, "#tiles .tile")[1]
+        ActionChains(browser).click_and_hold(tile).pause(1.5).release().perform()
+        settled = _settled(lambda: len(stored_labels(tmp_path / "state")))
+        assert settled >= 5 and set(stored_labels(tmp_path / "state")) == {1}
+        screenshot(browser, tmp_path, "sensor-phone")
         assert console_errors(browser) == []

@@ -47,6 +47,31 @@ def test_next_labels_one_sample_and_wins_over_a_hold():
     assert [labelling.take() for _ in range(3)] == [1, 0, 0]
 
 
+def test_peek_tells_the_label_to_come_without_using_it_up(caplog):
+    labelling = Labelling(CLASSES)
+    assert labelling.peek() is None
+    labelling.start(0, "web")
+    labelling.next(2)
+    assert labelling.peek() == 2 and labelling.peek() == 2     # the next label stays for take()
+    assert labelling.take() == 2 and labelling.peek() == 0
+    labelling.start(1, "mqtt")
+    with caplog.at_level(logging.WARNING, logger="pi_backprop"):
+        assert labelling.peek() is None                         # ambiguous: nothing, and no warning
+    assert "held together" not in caplog.text
+
+
+def test_a_yielding_source_gives_way_to_any_other_hold(caplog):
+    labelling = Labelling(CLASSES, yielding=("simulated operator",))
+    labelling.start(0, "simulated operator")
+    assert labelling.take() == 0
+    labelling.start(2, "web")
+    with caplog.at_level(logging.WARNING, logger="pi_backprop"):
+        assert labelling.take() == 2 and labelling.peek() == 2   # no conflict: the person's hold rules
+    assert "held together" not in caplog.text
+    labelling.stop("web")
+    assert labelling.take() == 0
+
+
 def test_two_classes_held_together_leave_samples_unlabelled_with_one_warning(caplog):
     labelling = Labelling(CLASSES)
     labelling.start(0, "web")

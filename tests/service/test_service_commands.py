@@ -82,6 +82,53 @@ def test_commanded_labels_are_what_gets_stored(tmp_path):
     assert sorted(stored(tmp_path / "state")) == sorted(label for label in labels if label is not None)
 
 
+def test_on_a_simulated_source_the_class_being_taught_is_what_it_shows(tmp_path):
+    # A person holding "triangle" on the page holds a triangle in front of the camera: the
+    # simulated camera shows what is being labelled, and random things while nobody labels.
+    config = write_config(tmp_path / "c.toml", labels={"simulated": False}, store={"keep_unlabelled": True},
+                          training={"enabled": False}, model={"name": "camera_cnn"},
+                          source={"kind": "simulated-camera", "interval": 0.01})
+    handled = []
+    with running(config, tmp_path / "state") as service:
+        original = service._handle_sample
+        service._handle_sample = lambda sample: handled.append(sample) or original(sample)
+        wait_for(lambda: len(handled) >= 30, what="unlabelled samples")
+        service.commands.submit("label_start", source="web", label="triangle").result(0)
+        wait_for(lambda: sum(s.label is not None for s in handled) >= 20, what="labelled samples")
+        service.commands.submit("label_stop", source="web").result(0)
+        count = len(handled)
+        wait_for(lambda: len(handled) >= count + 30, what="samples after label_stop")
+    triangle = service.definition.classes.index("triangle")
+    labelled = [s for s in handled if s.label is not None]
+    assert {s.label for s in labelled} == {triangle}
+    assert all(s.shown == triangle for s in labelled[1:])    # the first may have been captured as it began
+    assert len({s.shown for s in handled[:30]}) > 3 and len({s.shown for s in handled[-30:]}) > 3
+
+
+def test_the_simulated_operator_steps_aside_while_a_person_labels_and_comes_back_after(tmp_path, caplog):
+    # The demo: its operator labels all the time; a newcomer holding a tile on the page
+    # labels instead, and sees the thing they hold, with no "held together" conflict.
+    config = write_config(tmp_path / "c.toml", training={"enabled": False}, model={"name": "camera_cnn"},
+                          source={"kind": "simulated-camera", "interval": 0.01})
+    handled = []
+    with caplog.at_level(logging.WARNING, logger="pi_backprop"), running(config, tmp_path / "state") as service:
+        original = service._handle_sample
+        service._handle_sample = lambda sample: handled.append(sample) or original(sample)
+        wait_for(lambda: len(handled) >= 40, what="the operator's samples")
+        service.commands.submit("label_start", source="web", label="triangle").result(0)
+        start = len(handled)
+        wait_for(lambda: len(handled) >= start + 40, what="samples while the person holds")
+        service.commands.submit("label_stop", source="web").result(0)
+        stop = len(handled)
+        wait_for(lambda: len(handled) >= stop + 40, what="the operator's samples again")
+    triangle = service.definition.classes.index("triangle")
+    held = handled[start + 2:stop - 2]          # one capture may be in flight at each end
+    assert held and all(s.label == s.shown == triangle for s in held)
+    for turn in (handled[:40], handled[stop + 2:]):
+        assert len({s.label for s in turn}) > 3 and all(s.label == s.shown for s in turn if s.label is not None)
+    assert "held together" not in caplog.text
+
+
 def holds(dataset, x):
     return dataset is not None and bool(np.any(np.all(dataset.x.reshape(len(dataset.x), -1) == x.reshape(-1), axis=1)))
 

@@ -66,7 +66,7 @@ def test_signal_stops_after_a_step_with_a_checkpoint(tmp_path, sent):
         wait_for_progress(process)
         sent_at = time.monotonic()
         process.send_signal(sent)
-        out, err = process.communicate(timeout=30)
+        out, err = process.communicate(timeout=120)   # generous: a loaded CI machine
         seconds = time.monotonic() - sent_at
     finally:
         process.kill()
@@ -206,7 +206,7 @@ def test_a_reader_that_leaves_stops_the_run_with_a_final_checkpoint(tmp_path):
     try:
         wait_for_progress(process)
         process.stdout.close()                 # as head does once it has its line
-        _, err = process.communicate(timeout=30)
+        _, err = process.communicate(timeout=120)
     finally:
         process.kill()
     assert process.returncode == 128 + signal.SIGPIPE, err

@@ -22,10 +22,12 @@ function svgElement(tag, attributes) {
   return node;
 }
 
-function say(text) {
+function say(text, done) {
+  // A problem (red), or with done: what a button did (plain). Both in words.
   const message = $("message");
   message.textContent = text || "";
   message.hidden = !text;
+  message.classList.toggle("done", Boolean(done));
 }
 
 async function getJSON(path) {
@@ -340,7 +342,7 @@ function showCheckpoints(checkpoints) {
       if (!confirm(`Go back to step ${c.step}? Newer checkpoints are set aside.`)) return;
       try {
         const answer = await post("/api/rollback", {step: c.step});
-        say(`back at step ${answer.step}`);
+        say(`back at step ${answer.step}`, true);
         refreshOverview();
         refreshHistory();
       } catch (error) { say(error.message); }
@@ -415,7 +417,7 @@ async function start() {
   $("pause").addEventListener("click", () => post("/api/pause").then(a => showState(a.result)).catch(e => say(e.message)));
   $("resume").addEventListener("click", () => post("/api/resume").then(a => showState(a.result)).catch(e => say(e.message)));
   $("save").addEventListener("click", () => post("/api/checkpoint")
-    .then(a => { say(a.result ? "checkpoint saved" : "nothing new since the last checkpoint"); refreshOverview(); })
+    .then(a => { say(a.result ? "checkpoint saved" : "nothing new since the last checkpoint", true); refreshOverview(); })
     .catch(e => say(e.message)));
   await refreshOverview();
   refreshHistory();
