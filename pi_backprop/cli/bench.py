@@ -14,9 +14,9 @@ def add_arguments(parser):
     parser.add_argument("--wear-seconds", type=float, default=120.0,
                         help="seconds the service runs for each SD-card wear case (default 120; 0: skip)")
     parser.add_argument("--wear-only", action="store_true", help="only the SD-card wear figures")
-    parser.add_argument("--page-seconds", type=float, default=15.0,
+    parser.add_argument("--page-seconds", type=float, default=10.0,
                         help="seconds of each window of the web page's cost, with and without a page "
-                             "(default 15; 0: skip)")
+                             "(default 10; 0: skip)")
     parser.add_argument("--page-only", action="store_true", help="only the web page's cost")
 
 

@@ -463,7 +463,7 @@ def _steps_in_child(env, repeats, block_seconds, threads):
 
 
 def main(output_dir=".", repeats=7, block_seconds=0.1, default_threads=True, quick=False,
-         wear_seconds=120.0, wear_only=False, page_seconds=15.0, page_only=False) -> dict:
+         wear_seconds=120.0, wear_only=False, page_seconds=10.0, page_only=False) -> dict:
     """Run everything; write bench.json and bench.md into ``output_dir``; return the results."""
     if quick:
         repeats, block_seconds, wear_seconds = 3, 0.03, min(wear_seconds, 10.0)

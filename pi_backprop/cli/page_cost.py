@@ -15,6 +15,7 @@ with the model input of that same capture at the configured ``web.fps`` (default
 """
 
 import http.client
+import os
 import re
 import statistics
 import tempfile
@@ -27,7 +28,7 @@ from .service_child import ServiceChild, fill_store
 MODEL = "camera_cnn"
 SAMPLES = 400
 INTERVAL = 0.25             # seconds between captures: one new frame per picture at 4 fps
-PAIRS = 4                   # windows without and with a page
+PAIRS = 6                   # windows without and with a page
 WARM_UP = 10.0              # seconds of training before the first window
 STATUS = re.compile(r": step (\d+), ")
 URL = re.compile(r"web page: http://127\.0\.0\.1:(\d+)/")
@@ -38,6 +39,13 @@ def _config(fps: float | None) -> str:
     return (f'[model]\nname = "{MODEL}"\n[source]\nkind = "simulated-camera"\ninterval = {INTERVAL}\n'
             f"[labels]\nsimulated = false\n[training]\nmin_samples_per_class = 5\nrest_after_epochs = 0\n"
             f"[service]\nstatus_interval = 0.25\n[web]\nport = 0\n{web}")
+
+
+def _cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of process ``pid`` so far, all its threads (Linux ``/proc``)."""
+    with open(f"/proc/{pid}/stat", encoding="ascii") as stat:
+        fields = stat.read().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
 class Steps:
@@ -136,7 +144,7 @@ class PageClient:
             thread.join(timeout=15)
 
 
-def measure(seconds: float = 15.0, pairs: int = PAIRS, fps: float | None = None, workdir: Path | None = None,
+def measure(seconds: float = 10.0, pairs: int = PAIRS, fps: float | None = None, workdir: Path | None = None,
             env: dict | None = None) -> dict:
     """Alternating windows without and with one page; steps per second of each, the median
     drop, and what the page fetched. ``fps``: the page's frame rate (None: the default)."""
@@ -157,19 +165,23 @@ def measure(seconds: float = 15.0, pairs: int = PAIRS, fps: float | None = None,
         time.sleep(WARM_UP)
         rate_fps = fps or 4.0
         for _ in range(pairs):
-            start = time.monotonic()
-            time.sleep(seconds)
-            without.append(steps.rate(start, time.monotonic()))
-            page = PageClient(port, rate_fps)
-            start = time.monotonic()
+            start, cpu = time.monotonic(), _cpu_seconds(child.pid)
             time.sleep(seconds)
             end = time.monotonic()
+            without.append((steps.rate(start, end), (_cpu_seconds(child.pid) - cpu) / (end - start)))
+            page = PageClient(port, rate_fps)
+            start, cpu = time.monotonic(), _cpu_seconds(child.pid)
+            time.sleep(seconds)
+            end = time.monotonic()
+            cores = (_cpu_seconds(child.pid) - cpu) / (end - start)
             page.close()
-            with_page.append(steps.rate(start, end))
+            with_page.append((steps.rate(start, end), cores))
             fetched.append((page.requests / (end - start), page.bytes / (end - start), page.failed))
-    drops = [1 - w / wo for wo, w in zip(without, with_page)]
+    drops = [1 - w / wo for (wo, _), (w, _) in zip(without, with_page)]
     return {"model": MODEL, "interval": INTERVAL, "fps": rate_fps, "seconds": seconds, "pairs": pairs,
-            "without": without, "with_page": with_page, "drop": statistics.median(drops), "drops": drops,
+            "without": [rate for rate, _ in without], "with_page": [rate for rate, _ in with_page],
+            "cores_without": [cores for _, cores in without], "cores_with_page": [cores for _, cores in with_page],
+            "drop": statistics.median(drops), "drops": drops,
             "requests_per_second": statistics.median(r for r, _, _ in fetched),
             "bytes_per_second": statistics.median(b for _, b, _ in fetched), "failed": sum(f for _, _, f in fetched)}
 
@@ -180,10 +192,12 @@ def markdown(result: dict) -> str:
     def spread(values, scale=1.0, digits=0):
         return f"{min(values) * scale:.{digits}f}–{max(values) * scale:.{digits}f}"
     return "\n".join([
-        "| no page: steps/s | one page: steps/s | drop (median) | drop (range) | page fetched |",
-        "|---:|---:|---:|---:|---:|",
+        "| no page: steps/s | one page: steps/s | drop (median) | drop (range) | service CPU, no page | "
+        "with one | page fetched |",
+        "|---:|---:|---:|---:|---:|---:|---:|",
         f"| {spread(result['without'])} | {spread(result['with_page'])} | **{result['drop']:.1%}** | "
-        f"{spread(result['drops'], 100, 1)}% | {result['requests_per_second']:.1f} requests/s, "
+        f"{spread(result['drops'], 100, 1)}% | {statistics.median(result['cores_without']):.2f} cores | "
+        f"{statistics.median(result['cores_with_page']):.2f} cores | {result['requests_per_second']:.1f} requests/s, "
         f"{size_text(result['bytes_per_second'])}/s, {result['failed']} not answered 200 |",
         "",
         f"{MODEL}, {SAMPLES} stored samples, a capture every {result['interval']:g} s, the page at "
