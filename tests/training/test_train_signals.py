@@ -61,7 +61,10 @@ def wait_for_progress(process):
 def test_signal_stops_after_a_step_with_a_checkpoint(tmp_path, sent):
     """SIGHUP is a lost SSH session: the same command resumes, so it stops as for Ctrl-C."""
     command = train_command("sensor_mlp", tmp_path, 10_000_000, "--checkpoint-every", "100000", "--eval-every", "20")
-    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV)
+    # A terminal session's SIGHUP: when the suite itself runs under nohup, its children inherit
+    # an ignored SIGHUP, which train rightly keeps ignoring.
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                               preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_DFL))
     try:
         wait_for_progress(process)
         sent_at = time.monotonic()
@@ -82,6 +85,22 @@ def test_signal_stops_after_a_step_with_a_checkpoint(tmp_path, sent):
     assert ckpt.verify_checkpoint(path).step == step >= 20
     assert "Traceback" not in err
     print(f"{sent.name}: exited {seconds:.2f} s after the signal")
+
+
+def test_under_nohup_sighup_stays_ignored(tmp_path):
+    command = train_command("sensor_mlp", tmp_path, 10_000_000, "--checkpoint-every", "100000", "--eval-every", "20")
+    process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=ENV,
+                               preexec_fn=lambda: signal.signal(signal.SIGHUP, signal.SIG_IGN))   # as nohup does
+    try:
+        wait_for_progress(process)
+        process.send_signal(signal.SIGHUP)
+        time.sleep(1.0)
+        assert process.poll() is None                     # the SSH session went; the run goes on
+        process.send_signal(signal.SIGTERM)
+        out, err = process.communicate(timeout=120)
+    finally:
+        process.kill()
+    assert process.returncode == 0 and "stopped by SIGTERM" in out, err
 
 
 def reference_state(model_path, steps):
