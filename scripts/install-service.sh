@@ -184,6 +184,11 @@ uninstall() {
     else
         echo "no unit at $UNIT"
     fi
+    if [ -x "$VENV/bin/pi-backprop" ] && [ -f "$CONFIG" ]; then
+        step "remove its device from Home Assistant (when mqtt is on)"
+        run runuser -u "$SERVICE_USER" -- "$VENV/bin/pi-backprop" mqtt forget --if-enabled --config "$CONFIG" \
+            || warn "the Home Assistant device is still there: 'pi-backprop mqtt forget' it from another install"
+    fi
     step "remove the program and the kernel cache"
     run rm -rf "$PREFIX" "$CACHE_DIR"
     if [ "$PURGE" = 1 ]; then

@@ -28,6 +28,7 @@ COMMANDS = [
     ("bench", "bench", "benchmark training steps against the numpy backend and PyTorch"),
     ("warmup", "warmup", "compile and cache the numba kernels (run once after install)"),
     ("web", "web", "the web page's address and token (web token [--rotate])"),
+    ("mqtt", "mqtt", "MQTT: where it publishes (mqtt status), remove it from Home Assistant (mqtt forget)"),
     ("info", "info", "what was found: Pi model, camera, pins, numba, backend, the web page"),
 ]
 

@@ -36,6 +36,21 @@ def _web_line(args) -> str:
     return page_address(config, state_dir_of(args, config))
 
 
+def _mqtt_line(args) -> str:
+    config = load_config(None) if args is None else service_config(args)
+    if not config.mqtt.enabled:
+        return "off (mqtt.enabled = false)"
+    from ..exc import ConfigError
+    from ..service.mqtt import settings_from
+
+    try:
+        settings = settings_from(config, config.model.name, __version__)
+    except ConfigError as error:
+        return f"will not start: {error}"
+    discovery = (f", Home Assistant device {settings.device.id}" if settings.discovery_prefix else "")
+    return f"{settings.host}:{settings.port}, topics under {settings.topics.base}/{discovery}"
+
+
 def lines(simulate=False, args=None) -> list:
     """The report as (label, value) pairs, in print order."""
     model = pi_model()
@@ -51,6 +66,7 @@ def lines(simulate=False, args=None) -> list:
         ("pins", pin_status(True if simulate else None)),
         ("state dir", str(state_dir())),
         ("web page", _web_line(args)),
+        ("mqtt", _mqtt_line(args)),
     ]
 
 

@@ -212,6 +212,30 @@ SCHEMA = {
         "token_file": Key("str", "", "where the page's access token is kept; \"\" = web-token in the state "
                           "directory"),
     },
+    "mqtt": {
+        "enabled": Key("bool", False, "publish predictions and training status to an MQTT broker "
+                       "(pip install 'pi-backprop[mqtt]', or apt install python3-paho-mqtt)"),
+        "host": Key("str", "localhost", "the broker's host name or address"),
+        "port": Key("int", 0, "the broker's TCP port; 0 = 1883, or 8883 with tls", minimum=0, maximum=65535),
+        "username": Key("str", "", "user name at the broker; \"\" = none"),
+        "password_file": Key("str", "", "file holding the password (its first line), readable by the service "
+                             "only; never the password itself in this file; \"\" = none"),
+        "tls": Key("bool", False, "connect with TLS"),
+        "ca_file": Key("str", "", "CA certificate (PEM) the broker's certificate must chain to; \"\" = the "
+                       "system's"),
+        "client_id": Key("str", "", "MQTT client id; \"\" = pi-backprop-<hostname>"),
+        "base_topic": Key("str", "", "topic under which everything is published; \"\" = "
+                          "pi-backprop/<hostname>"),
+        "discovery_prefix": Key("str", "homeassistant", "Home Assistant's discovery prefix; \"\" = no "
+                                "discovery messages"),
+        "qos": Key("int", 0, "MQTT quality of service of what is published (0 or 1)", minimum=0, maximum=1),
+        "min_interval": Key("float", 1.0, "seconds between two prediction messages at least", live=True,
+                            minimum=0, maximum=3600),
+        "status_interval": Key("float", 10.0, "seconds between training status messages", live=True,
+                               minimum=1, maximum=3600),
+        "commands": Key("bool", False, "obey commands on <base_topic>/command (pause, resume, label start "
+                        "and stop)"),
+    },
     "service": {
         "state_dir": Key("str", "", "state directory; \"\" = $STATE_DIRECTORY (systemd), "
                          "else ~/.local/state/pi-backprop"),
@@ -247,6 +271,7 @@ class Config:
     predict: object
     logging: object
     web: object
+    mqtt: object
     service: object
     path: str | None = None  # the file it came from, for messages
 

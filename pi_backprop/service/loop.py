@@ -39,7 +39,7 @@ from ..storage.store import SampleStore
 from ..training.datasets import Dataset
 from ..training.inference import confidences
 from ..training.trainer import DivergenceError, StepReport, Trainer
-from . import queries, web
+from . import mqtt, queries, web
 from .capture import (
     Capture,
     Sample,
@@ -129,7 +129,7 @@ class Service:
             self.events.subscribe(lambda event: on_light(event.data["state"], event.data["text"]), "lights")
         self.commands = Commands(self.definition.classes)
         self.live = LiveView()    # the newest capture, for the web page
-        self.web = None
+        self.web = self.mqtt = None
         self.labelling = Labelling(self.definition.classes, yielding=(SimulatedOperator.SOURCE,))
         self._handle_commands()   # before any client (a button) can send one
         self._stack = contextlib.ExitStack()
@@ -230,6 +230,9 @@ class Service:
         self.web = web.start(self)
         if self.web is not None:
             self._stack.callback(self.web.close)
+        self.mqtt = mqtt.start(self)
+        if self.mqtt is not None:
+            self._stack.callback(self.mqtt.close)
 
     def _open_lights(self):
         from ..hardware.leds import StatusLights

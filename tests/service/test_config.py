@@ -199,7 +199,7 @@ def test_augment_keys_are_checked_against_the_models_input(model, table, message
     ({"training": {"augment": {"shift": {"x": 1}}}}, "training.augment.shift: expected a number or true/false"),
     ({"training": {"augment": {"noise": float("inf")}}}, "training.augment.noise: expected a number or true/false"),
     ({"augment": {"shift": 2}}, "[augment]: unknown section; expected one of model, source, labels, lights, "
-                                "training, store, predict, logging, web, service; augmentation is "
+                                "training, store, predict, logging, web, mqtt, service; augmentation is "
                                 "[training.augment] here"),
 ])
 def test_augment_that_is_no_table_of_values_is_refused_at_load(document, message):

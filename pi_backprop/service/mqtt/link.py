@@ -1,0 +1,249 @@
+"""The service's link to an MQTT broker: events out, commands in, never in the loop's way.
+
+paho's own thread keeps the connection (and reconnects with back-off); ``MqttLink``'s
+publisher thread reads the service's events from a bounded ``Listener`` and publishes what
+is due. While the broker is away nothing is queued: what falls due is dropped (and counted),
+and the newest prediction and status go out again once it is back.
+"""
+
+import dataclasses
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Callable
+
+from ...exc import PiBackpropError
+from . import discovery, messages, paho
+
+_log = logging.getLogger("pi_backprop.service.mqtt")
+
+KINDS = ("prediction", "state", "metrics", "checkpoint", "rollback")
+KEEPALIVE = 30              # seconds between pings: a dead connection is noticed within 1.5× this
+RECONNECT = (1, 60)         # seconds: paho's back-off between reconnection tries, first and longest
+MAX_QUEUED = 64             # messages paho may hold unsent (qos 1 on a slow link); more are dropped
+STATE_GAP = 1.0             # seconds: a status message for a state change waits at least this long
+OVERVIEW_SECONDS = 5.0      # how long a status message waits for the service's overview
+
+
+@dataclasses.dataclass(frozen=True)
+class Settings:
+    """The ``[mqtt]`` table made ready to use (a password, not its file)."""
+
+    host: str
+    port: int
+    username: str | None
+    password: str | None
+    tls: bool
+    ca_file: str | None
+    client_id: str
+    topics: messages.Topics
+    discovery_prefix: str
+    device: discovery.Device
+    qos: int
+    commands: bool
+    min_interval: Callable[[], float]      # live: read at each use
+    status_interval: Callable[[], float]
+
+
+class MqttLink:
+    """``start()`` connects in the background and returns at once; ``close()`` says offline
+    and disconnects.
+
+    commands : the service's ``Commands``; events : its ``EventBus``;
+    overview : callable() -> the service's overview dict (it may raise; then none is sent)
+    class_names : tuple of str
+    """
+
+    def __init__(self, settings: Settings, commands, events, overview: Callable[[], dict], class_names):
+        self.settings, self.commands, self.events = settings, commands, events
+        self._overview, self.class_names = overview, tuple(class_names)
+        self._lock = threading.Lock()
+        self._closing = threading.Event()
+        self.connected = False
+        self._condition = None     # what the log said last about the connection
+        self._resend = False       # once connected: the newest prediction and status again
+        self.dropped = 0           # messages that fell due while the broker was away
+        self.published = 0
+        self._listener = None
+        self._thread = None
+        self._client = None
+
+    # -- the connection (paho's thread) -------------------------------------------------------
+
+    def start(self) -> None:
+        s = self.settings
+        client = paho.new_client(s.client_id, on_connect=self._connected, on_disconnect=self._disconnected,
+                                 on_message=self._message)
+        client.on_connect_fail = lambda *args: self._say("unreachable", logging.WARNING,
+                                                         "cannot reach the broker at %s:%d; trying again with "
+                                                         "back-off", s.host, s.port)
+        client.will_set(s.topics.availability, "offline", qos=1, retain=True)
+        if s.username:
+            client.username_pw_set(s.username, s.password)
+        if s.tls:
+            client.tls_set_context(ssl.create_default_context(cafile=s.ca_file))
+        client.reconnect_delay_set(*RECONNECT)
+        client.max_queued_messages_set(MAX_QUEUED)
+        self._client = client
+        self._listener = self.events.listen(KINDS)
+        self._thread = threading.Thread(target=self._publish_loop, name="mqtt publisher", daemon=True)
+        self._thread.start()
+        client.connect_async(s.host, s.port, keepalive=KEEPALIVE)
+        client.loop_start()
+        _log.info("mqtt: connecting to %s:%d as %s; topics under %s/", s.host, s.port, s.client_id, s.topics.base)
+
+    def _say(self, condition: str, level: int, text: str, *args) -> None:
+        """Log ``text`` once per change of the connection's condition."""
+        with self._lock:
+            if condition == self._condition:
+                return
+            self._condition = condition
+        _log.log(level, "mqtt: " + text, *args)
+
+    def _connected(self, ok: bool, why: str | None) -> None:
+        s = self.settings
+        if not ok:
+            hint = ("; check mqtt.username and mqtt.password_file" if why in ("bad user name or password",
+                                                                               "not authorised") else "")
+            self._say(f"refused: {why}", logging.ERROR, "the broker at %s:%d refused the connection: %s%s; "
+                      "trying again with back-off", s.host, s.port, why, hint)
+            return
+        client = self._client
+        if s.discovery_prefix:
+            client.subscribe(f"{s.discovery_prefix}/status", qos=1)
+        if s.commands:
+            client.subscribe(s.topics.command, qos=1)
+        client.publish(s.topics.availability, "online", qos=1, retain=True)
+        self._publish_discovery()
+        with self._lock:
+            self.connected, self._resend = True, True
+            dropped, self.dropped = self.dropped, 0
+        self._say("connected", logging.INFO, "connected to %s:%d%s", s.host, s.port,
+                  f" ({dropped} messages dropped while it was away)" if dropped else "")
+
+    def _disconnected(self, why: str | None) -> None:
+        with self._lock:
+            was, self.connected = self.connected, False
+        # After a refusal paho disconnects too: that is the refusal, said already.
+        if was and why is not None and not self._closing.is_set():
+            self._say("lost", logging.WARNING, "connection to %s:%d lost (%s); reconnecting",
+                      self.settings.host, self.settings.port, why)
+
+    def _publish_discovery(self) -> None:
+        s = self.settings
+        if not s.discovery_prefix:
+            return
+        for topic, payload in discovery.config_messages(s.discovery_prefix, s.topics, s.device, commands=s.commands):
+            self._client.publish(topic, messages.encode(payload), qos=1, retain=True)
+
+    def _message(self, topic: str, payload: bytes) -> None:
+        s = self.settings
+        if s.discovery_prefix and topic == f"{s.discovery_prefix}/status":
+            if payload.strip() == b"online":      # Home Assistant (re)started: it forgot non-retained state
+                _log.info("mqtt: Home Assistant is online; discovery sent again")
+                self._publish_discovery()
+                with self._lock:
+                    self._resend = True
+        elif s.commands and topic == s.topics.command:
+            self._command(payload)
+
+    def _command(self, payload: bytes) -> None:
+        try:
+            name, args = messages.parse_command(payload)
+            future = self.commands.submit(name, source="mqtt", **args)
+        except PiBackpropError as error:
+            _log.warning("mqtt: command refused: %s", error)
+            self._result({"command": None, "ok": False, "error": str(error)})
+            return
+        _log.info("mqtt: command %s%s", name, f" {args}" if args else "")
+
+        def done(finished):
+            error = finished.exception()
+            if error is None:
+                self._result({"command": name, "ok": True, "result": _plain(finished.result())})
+            else:
+                self._result({"command": name, "ok": False, "error": str(error)})
+        future.add_done_callback(done)
+
+    def _result(self, payload: dict) -> None:
+        if self.connected:
+            self._client.publish(self.settings.topics.command_result, messages.encode(payload), qos=self.settings.qos)
+
+    # -- events out (the publisher thread) -----------------------------------------------------
+
+    def _publish_loop(self) -> None:
+        s = self.settings
+        prediction = sent_prediction = None   # newest payload; the one last published
+        last_prediction = last_status = -1e9  # monotonic times of the last messages
+        state, metrics, state_changed = None, {}, False
+        while not self._closing.is_set():
+            event = self._listener.get(timeout=0.2)
+            if event is not None:
+                if event.kind == "prediction":
+                    prediction = messages.prediction_payload(event.data, self.class_names)
+                elif event.kind == "state":
+                    state, state_changed = event.data["state"], True
+                elif event.kind == "metrics":
+                    metrics = event.data
+                else:                         # checkpoint, rollback: the step moved
+                    state_changed = True
+            now = time.monotonic()
+            with self._lock:
+                connected, resend = self.connected, self._resend
+                self._resend = False
+            if resend:
+                sent_prediction, last_status = None, -1e9
+            fresh = prediction is not None and prediction is not sent_prediction
+            if fresh and now - last_prediction >= s.min_interval():
+                # At once for another label; the same label's new confidence at the status pace.
+                if (sent_prediction is None or prediction["label"] != sent_prediction["label"]
+                        or now - last_prediction >= s.status_interval()):
+                    if self._send(connected, s.topics.prediction, prediction):
+                        sent_prediction = prediction
+                    last_prediction = now
+            if now - last_status >= s.status_interval() or (state_changed and now - last_status >= STATE_GAP):
+                if self._send(connected, s.topics.status,
+                              messages.status_payload(state, metrics, self._overview_or_none() if connected else None,
+                                                      time.time())):
+                    state_changed = False
+                last_status = now
+
+    def _send(self, connected: bool, topic: str, payload: dict) -> bool:
+        if not connected:
+            with self._lock:
+                self.dropped += 1
+            return False
+        self._client.publish(topic, messages.encode(payload), qos=self.settings.qos, retain=True)
+        self.published += 1
+        return True
+
+    def _overview_or_none(self) -> dict | None:
+        try:
+            return self._overview()
+        except Exception as error:   # noqa: BLE001 - a busy or stopping service: a status without counts
+            _log.debug("mqtt: no overview for the status (%s)", error)
+            return None
+
+    def close(self) -> None:
+        """Say offline (retained), disconnect, end the threads."""
+        self._closing.set()
+        if self._thread is not None:
+            self._thread.join(timeout=5)
+        if self._listener is not None:
+            self._listener.close()
+        client = self._client
+        if client is None:
+            return
+        if self.connected:
+            info = client.publish(self.settings.topics.availability, "offline", qos=1, retain=True)
+            try:
+                info.wait_for_publish(timeout=2)
+            except (RuntimeError, ValueError):   # not sent: the will says offline all the same
+                pass
+        client.disconnect()
+        client.loop_stop()
+
+
+def _plain(value):
+    return value if isinstance(value, (str, int, float, bool, type(None))) else str(value)
