@@ -2,9 +2,10 @@
 
 Layers, lowest first (DESIGN.md): the base modules (exc, paths, logs), the core (nn), model
 definitions and the hardware adapters (side by side: neither imports the other), storage,
-training, the service, the command line, the studies (which drive the library from scripts/
-and borrow the benchmark's PyTorch twin). A module may import from its own layer and the
-layers below it, never from above; hardware never imports the core.
+training, export (checkpoints out as ONNX or npz), the service, the command line, the
+studies (which drive the library from scripts/ and borrow the benchmark's PyTorch twin). A
+module may import from its own layer and the layers below it, never from above; hardware
+never imports the core.
 """
 
 import ast
@@ -14,7 +15,8 @@ import pytest
 
 PACKAGE = Path(__file__).resolve().parents[1] / "pi_backprop"
 BASE = {"exc", "paths", "logs", "budget"}
-RANK = {"base": 0, "nn": 1, "modeldef": 2, "hardware": 2, "storage": 3, "training": 4, "service": 5,
+RANK = {"base": 0, "nn": 1, "modeldef": 2, "hardware": 2, "storage": 3, "training": 4, "export": 4.5,
+        "service": 5,
         "cli": 6, "study": 6.5,
         "top": 2.5, "main": 7}  # top: the package itself (pb); main: python -m pi_backprop
 TOP_LEVEL_MODULES = {"__init__", "__main__", "exc", "paths", "logs", "budget", "modeldef"}
@@ -97,7 +99,7 @@ def test_few_modules_stand_at_the_top():
     top = {p.stem for p in PACKAGE.glob("*.py")}
     assert top <= TOP_LEVEL_MODULES, sorted(top - TOP_LEVEL_MODULES)
     folders = {p.name for p in PACKAGE.iterdir() if (p / "__init__.py").exists()}
-    assert folders == {"nn", "storage", "training", "hardware", "service", "cli", "study"}
+    assert folders == {"nn", "storage", "training", "export", "hardware", "service", "cli", "study"}
 
 
 def test_every_exception_class_lives_in_exc():

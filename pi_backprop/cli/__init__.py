@@ -23,6 +23,7 @@ COMMANDS = [
     ("predict", "predict", "classify an image file, a .npy array or a fresh camera capture"),
     ("checkpoint", "checkpoint", "list checkpoints or show one, with an integrity check"),
     ("data", "data", "sample store: stats, export, import, clear, check"),
+    ("export", "export", "a checkpoint as an ONNX model (to run elsewhere) or plain npz arrays"),
     ("report", "report", "write PNG learning curves, confusion matrix and sample grids"),
     ("gradcheck", "gradcheck", "compare backprop with finite differences for a model"),
     ("bench", "bench", "benchmark training steps against the numpy backend and PyTorch"),
