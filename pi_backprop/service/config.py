@@ -231,7 +231,7 @@ SCHEMA = {
         "qos": Key("int", 0, "MQTT quality of service of what is published (0 or 1)", minimum=0, maximum=1),
         "min_interval": Key("float", 1.0, "seconds between two prediction messages at least", live=True,
                             minimum=0, maximum=3600),
-        "status_interval": Key("float", 10.0, "seconds between training status messages", live=True,
+        "status_interval": Key("float", 5.0, "seconds between training status messages", live=True,
                                minimum=1, maximum=3600),
         "commands": Key("bool", False, "obey commands on <base_topic>/command (pause, resume, label start "
                         "and stop)"),

@@ -11,6 +11,7 @@ import sys
 import time
 
 import pytest
+import test_mqtt_messages as documented
 from mosquitto import DEADLINE, Broker, Subscriber, make_ca, require_mosquitto, retained
 from running_service import running, wait_for, write_config
 
@@ -49,10 +50,13 @@ def test_discovery_states_and_availability_through_a_stop(tmp_path, caplog):
             wait_for(lambda: any(s["samples"] for s in heard_json(heard, f"{BASE}/status")), what="a status")
             classes = service.definition.classes
             device = service.mqtt.settings.device
-        # What Home Assistant gets on subscribing: the retained config of each entity.
+        # What Home Assistant gets on subscribing: the retained config of each entity, in the
+        # keys its documentation lists.
         configs = {topic: json.loads(payload) for topic, payload, _ in heard.messages
                    if topic.startswith("homeassistant/") and topic.endswith("/config")}
         assert len(configs) == 4 and all(c["device"]["identifiers"] == [device.id] for c in configs.values())
+        for topic, payload in configs.items():
+            assert set(payload) <= documented.SENSOR and set(payload["device"]) <= documented.DEVICE, topic
         prediction = configs[f"homeassistant/sensor/{device.id}/prediction/config"]
         assert prediction["state_topic"] == f"{BASE}/prediction" and prediction["availability_topic"] == \
             f"{BASE}/availability"
@@ -82,19 +86,24 @@ def test_prediction_messages_keep_to_min_interval(tmp_path):
     assert 2 <= len(times) <= 5 and all(gap >= 0.9 for gap in gaps), gaps   # when they arrived: a little jitter
 
 
-def test_sigkill_leaves_offline_by_the_last_will(tmp_path):
+@pytest.mark.parametrize("sent", [signal.SIGTERM, signal.SIGKILL], ids=["SIGTERM", "SIGKILL"])
+def test_a_stopped_or_killed_service_is_left_offline(tmp_path, sent):
+    # SIGTERM (systemctl stop): the service says offline itself. SIGKILL (or a power cut):
+    # the broker sends its last will.
     with Broker(tmp_path / "broker") as broker, Subscriber(broker, f"{BASE}/availability") as heard:
         config = mqtt_config(tmp_path, broker)
         child = subprocess.Popen([sys.executable, "-m", "pi_backprop", "run", "--simulate", "--config", str(config),
                                   "--state-dir", str(tmp_path / "state")], stdout=subprocess.DEVNULL,
-                                 stderr=subprocess.DEVNULL)
+                                 stderr=subprocess.PIPE, text=True)
         try:
             wait_for(lambda: heard.last(f"{BASE}/availability") == b"online", timeout=120, what="online")
         finally:
-            child.send_signal(signal.SIGKILL)
-            child.wait(timeout=DEADLINE)
-        wait_for(lambda: heard.last(f"{BASE}/availability") == b"offline", what="the last will")
+            child.send_signal(sent)
+            _, err = child.communicate(timeout=DEADLINE)
+        wait_for(lambda: heard.last(f"{BASE}/availability") == b"offline", what="offline")
         assert retained(broker, f"{BASE}/availability") == b"offline"
+        if sent == signal.SIGTERM:
+            assert child.returncode == 0 and "Traceback" not in err, err
 
 
 def test_a_broker_killed_and_restarted_mid_run_gets_everything_again(tmp_path, caplog):
