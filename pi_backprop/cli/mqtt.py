@@ -5,8 +5,8 @@ uninstalling, or before moving the Pi to another broker or base topic.
 ``pi-backprop mqtt status``: what the service would connect to, and whether it can."""
 
 import argparse
-import ssl
 import threading
+import time
 
 from .. import __version__
 from ..exc import ConfigError, HardwareError
@@ -40,11 +40,11 @@ def _connected_client(settings):
         outcome.update(ok=ok, why=why)
         answered.set()
     client = paho.new_client(f"{settings.client_id}-cli", on_connect=on_connect, on_disconnect=lambda why: None,
-                             on_message=lambda topic, payload: None)
+                             on_message=lambda topic, payload, retained: None)
     if settings.username:
         client.username_pw_set(settings.username, settings.password)
-    if settings.tls:
-        client.tls_set_context(ssl.create_default_context(cafile=settings.ca_file))
+    if settings.ssl_context is not None:
+        client.tls_set_context(settings.ssl_context)
     where = f"{settings.host}:{settings.port}"
     try:
         client.connect(settings.host, settings.port, keepalive=30)
@@ -71,7 +71,7 @@ def run(args) -> int:
     settings = mqtt.settings_from(config, config.model.name, __version__)
     topics = settings.topics
     if args.what == "status":
-        print(f"broker: {settings.host}:{settings.port}{' (TLS)' if settings.tls else ''}, "
+        print(f"broker: {settings.host}:{settings.port}{' (TLS)' if settings.ssl_context else ''}, "
               f"client id {settings.client_id}, paho-mqtt {paho.version()}")
         print(f"topics: {topics.availability}, {topics.prediction}, {topics.status}"
               + (f", commands on {topics.command}" if settings.commands else " (commands off)"))
@@ -90,11 +90,16 @@ def run(args) -> int:
     cleared = discovery.removal_topics(settings.discovery_prefix, topics, settings.device)
     cleared += [topics.prediction, topics.status, topics.availability]
     sent = [client.publish(topic, b"", qos=1, retain=True) for topic in cleared]
-    for info in sent:
-        info.wait_for_publish(timeout=CONNECT_SECONDS)
+    deadline = time.monotonic() + CONNECT_SECONDS
+    while not all(info.is_published() for info in sent) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    unsent = sum(not info.is_published() for info in sent)
     client.disconnect()
     client.loop_stop()
+    if unsent:
+        raise HardwareError(f"the MQTT broker at {settings.host}:{settings.port} did not take {unsent} of the "
+                            f"{len(sent)} removals within {CONNECT_SECONDS:g} s; run it again")
     print(f"removed device {settings.device.id} ({settings.device.name}) from Home Assistant under "
           f"{settings.discovery_prefix}/ and cleared the retained messages under {topics.base}/ "
-          f"on {settings.host}:{settings.port}")
+          f"on {settings.host}:{settings.port} (a running service announces itself again: stop it first)")
     return 0

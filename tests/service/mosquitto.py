@@ -35,8 +35,8 @@ def free_port() -> int:
         return probe.getsockname()[1]
 
 
-def make_ca(folder: Path) -> dict:
-    """A throwaway CA and a server certificate for 127.0.0.1 / localhost (openssl)."""
+def make_ca(folder: Path, names: str = "DNS:localhost, IP:127.0.0.1") -> dict:
+    """A throwaway CA and a server certificate for ``names`` (openssl's subjectAltName)."""
     folder.mkdir(parents=True, exist_ok=True)
     files = {name: folder / f"{name}.pem" for name in ("ca", "ca-key", "server", "server-key")}
     run = lambda *args: subprocess.run([OPENSSL, *args], check=True, capture_output=True)   # noqa: E731
@@ -46,7 +46,7 @@ def make_ca(folder: Path) -> dict:
     run("req", "-newkey", "rsa:2048", "-nodes", "-subj", "/CN=localhost", "-keyout", str(files["server-key"]),
         "-out", str(request))
     extensions = folder / "san.cnf"
-    extensions.write_text("subjectAltName = DNS:localhost, IP:127.0.0.1\n")
+    extensions.write_text(f"subjectAltName = {names}\n")
     run("x509", "-req", "-in", str(request), "-CA", str(files["ca"]), "-CAkey", str(files["ca-key"]),
         "-CAcreateserial", "-days", "2", "-extfile", str(extensions), "-out", str(files["server"]))
     return files

@@ -126,7 +126,7 @@ def test_a_broker_killed_and_restarted_mid_run_gets_everything_again(tmp_path, c
     finally:
         broker.kill()
     text = caplog.text
-    assert text.count("mqtt: connected to") == 2 and text.count("lost") >= 1
+    assert text.count("mqtt: connected to") == 2 and text.count(f"connection to 127.0.0.1:{broker.port} lost") == 1
     assert "messages dropped while it was away" in text
 
 
@@ -151,19 +151,63 @@ def test_a_wrong_password_is_one_line_and_training_goes_on(tmp_path, caplog):
             wait_for(lambda: heard.last(f"{BASE}/availability") == b"online", what="online with the password")
 
 
-def test_tls_with_a_generated_ca(tmp_path):
+def test_tls_with_a_generated_ca(tmp_path, caplog):
     files = make_ca(tmp_path / "ca")
     with Broker(tmp_path / "broker", tls=files) as broker:
         config = mqtt_config(tmp_path, broker, tls=True, ca_file=str(files["ca"]), host="localhost")
         with running(config, tmp_path / "state") as service:
             wait_for(lambda: service.mqtt.connected, what="connected over TLS")
             wait_for(lambda: service.mqtt.published >= 2, what="messages over TLS")
-        # A CA that did not sign the broker's certificate: refused, said, and nothing sent.
+        # A CA that did not sign the broker's certificate: refused, said why, and nothing sent.
         other = make_ca(tmp_path / "other")
         config = mqtt_config(tmp_path, broker, tls=True, ca_file=str(other["ca"]), host="localhost")
-        with running(config, tmp_path / "state") as service:
-            time.sleep(2.0)
+        with caplog.at_level(logging.WARNING, logger="pi_backprop"), running(config, tmp_path / "state") as service:
+            wait_for(lambda: "cannot reach the broker" in caplog.text, what="the refusal")
             assert not service.mqtt.connected and service.mqtt.published == 0
+        assert "certificate verify failed" in caplog.text
+
+
+def test_tls_checks_the_brokers_host_name(tmp_path, caplog):
+    files = make_ca(tmp_path / "ca", names="DNS:broker.example.invalid")   # signed, but for another name
+    with Broker(tmp_path / "broker", tls=files) as broker:
+        config = mqtt_config(tmp_path, broker, tls=True, ca_file=str(files["ca"]), host="localhost")
+        with caplog.at_level(logging.WARNING, logger="pi_backprop"), running(config, tmp_path / "state") as service:
+            wait_for(lambda: "cannot reach the broker" in caplog.text, what="the refusal")
+            time.sleep(1.0)
+            assert not service.mqtt.connected and service.mqtt.published == 0
+    assert "certificate verify failed" in caplog.text and "localhost" in caplog.text
+
+
+def test_a_broker_that_never_answers_does_not_hold_up_the_stop(tmp_path):
+    # A TLS handshake with a silent listener: paho would wait its keepalive (30 s) in it.
+    import socket
+    files = make_ca(tmp_path / "ca")
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(4)
+    try:
+        port = silent.getsockname()[1]
+        config = write_config(tmp_path / "c.toml", mqtt={"enabled": True, "host": "localhost", "port": port,
+                                                          "tls": True, "ca_file": str(files["ca"]), "base_topic": BASE})
+        with running(config, tmp_path / "state") as service:
+            wait_for(lambda: service.trainer.step > 20, what="training")
+            started = time.monotonic()
+            service.mqtt.close()
+            closed_in = time.monotonic() - started
+        assert closed_in < 10.0, closed_in      # well inside systemd's TimeoutStopSec (30 s)
+    finally:
+        silent.close()
+
+
+def test_a_ca_file_that_is_no_certificate_is_one_line_and_the_service_runs(tmp_path, caplog):
+    junk = tmp_path / "ca.pem"
+    junk.write_text("not a certificate\n")
+    config = write_config(tmp_path / "c.toml", mqtt={"enabled": True, "tls": True, "ca_file": str(junk)})
+    with caplog.at_level(logging.ERROR, logger="pi_backprop"), running(config, tmp_path / "state") as service:
+        wait_for(lambda: service.trainer.step > 20, what="training without MQTT")
+        assert service.mqtt is None
+    errors = [r.getMessage() for r in caplog.records if r.levelno >= logging.ERROR]
+    assert len(errors) == 1 and "holds no usable CA certificate" in errors[0], errors
 
 
 def test_an_unreachable_broker_at_start_is_reached_once_it_comes(tmp_path, caplog):
@@ -187,7 +231,8 @@ def test_commands_from_mqtt_go_through_the_command_interface(tmp_path):
                               mqtt={"enabled": True, "host": "127.0.0.1", "port": broker.port, "base_topic": BASE,
                                     "commands": True})
         with running(config, tmp_path / "state") as service:
-            wait_for(lambda: service.mqtt.connected, what="connected")
+            wait_for(lambda: service.mqtt.listening.is_set(), what="subscribed to its commands")
+            results.publish(f"{BASE}/command", '{"command": []}')     # malformed: answered, and MQTT lives on
             results.publish(f"{BASE}/command", "pause")
             wait_for(lambda: service.paused, what="paused from MQTT")
             start = json.dumps({"command": "label_start", "class": service.definition.classes[1], "seconds": 30})
@@ -199,18 +244,29 @@ def test_commands_from_mqtt_go_through_the_command_interface(tmp_path):
             wait_for(lambda: not service.paused, what="resumed")
             results.publish(f"{BASE}/command", '{"command": "label_start", "class": "no such class"}')
             results.publish(f"{BASE}/command", "self-destruct")
-            wait_for(lambda: len(results.json_on(f"{BASE}/command/result")) >= 6, what="six results")
+            wait_for(lambda: len(results.json_on(f"{BASE}/command/result")) >= 7, what="seven results")
     answers = results.json_on(f"{BASE}/command/result")
-    assert [a["ok"] for a in answers] == [True, True, True, True, False, False], answers
-    assert answers[0] == {"command": "pause", "ok": True, "result": "paused"}
-    assert "is not one of the classes" in answers[4]["error"] and "unknown command" in answers[5]["error"]
+    assert [a["ok"] for a in answers] == [False, True, True, True, True, False, False], answers
+    assert "unknown command []" in answers[0]["error"]
+    assert answers[1] == {"command": "pause", "ok": True, "result": "paused"}
+    assert "is not one of the classes" in answers[5]["error"] and "unknown command" in answers[6]["error"]
+
+
+def test_a_command_left_retained_on_the_broker_is_not_obeyed(tmp_path, caplog):
+    # Obeyed once when it was sent, it would be obeyed again at every reconnect.
+    with Broker(tmp_path / "broker") as broker, Subscriber(broker, f"{BASE}/command/result") as results:
+        results.publish(f"{BASE}/command", "pause", retain=True)
+        config = mqtt_config(tmp_path, broker, commands=True)
+        with caplog.at_level(logging.WARNING, logger="pi_backprop"), running(config, tmp_path / "state") as service:
+            wait_for(lambda: "a retained command" in caplog.text, what="the warning")
+            assert not service.paused and results.on(f"{BASE}/command/result") == []
 
 
 def test_commands_are_ignored_unless_turned_on(tmp_path):
     with Broker(tmp_path / "broker") as broker, Subscriber(broker, f"{BASE}/command/result") as results:
         config = mqtt_config(tmp_path, broker)
         with running(config, tmp_path / "state") as service:
-            wait_for(lambda: service.mqtt.connected, what="connected")
+            wait_for(lambda: service.mqtt.listening.is_set(), what="subscribed")
             results.publish(f"{BASE}/command", "pause")
             time.sleep(1.0)
             assert not service.paused and results.on(f"{BASE}/command/result") == []
@@ -220,7 +276,7 @@ def test_home_assistant_coming_online_gets_the_discovery_again(tmp_path):
     with Broker(tmp_path / "broker") as broker, Subscriber(broker, "homeassistant/#") as heard:
         config = mqtt_config(tmp_path, broker)
         with running(config, tmp_path / "state") as service:
-            wait_for(lambda: len(heard.messages) >= 4, what="the first discovery")
+            wait_for(lambda: len(heard.messages) >= 4 and service.mqtt.listening.is_set(), what="the first discovery")
             first = len(heard.messages)
             heard.publish("homeassistant/status", "online")
             wait_for(lambda: len([m for m in heard.messages if m[0].endswith("/config")]) >= first + 4,

@@ -65,6 +65,42 @@ def test_the_prediction_message_names_every_class_and_says_unsure():
     assert json.loads(messages.encode(payload)) == payload
 
 
+def test_a_prediction_of_diverged_weights_is_null_not_nan():
+    data = {"index": 0, "class": "cup", "confidence": float("nan"), "unsure": False,
+            "scores": [float("nan"), float("inf"), 0.5], "label": None, "step": 3, "time": 1.0}
+    payload = messages.prediction_payload(data, CLASSES)
+    assert payload["confidence"] is None and payload["confidences"] == {"cup": None, "hand": None, "nothing": 0.5}
+    assert json.loads(messages.encode(payload)) == payload
+
+
+def test_the_live_keys_are_read_from_the_config_in_force(tmp_path):
+    from running_service import write_config
+
+    from pi_backprop.service.config import load_config
+    first = load_config(write_config(tmp_path / "a.toml", mqtt={"enabled": True, "min_interval": 1.0}))
+    reloaded = load_config(write_config(tmp_path / "b.toml", mqtt={"enabled": True, "min_interval": 7.0,
+                                                                    "status_interval": 30.0}))
+    now = [first]
+    settings = settings_from(first, "camera_cnn", "0.2.0", current=lambda: now[0])
+    assert (settings.min_interval(), settings.status_interval()) == (1.0, 5.0)
+    now[0] = reloaded                                       # what SIGHUP does to service.config
+    assert (settings.min_interval(), settings.status_interval()) == (7.0, 30.0)
+
+
+def test_the_default_client_id_differs_between_two_pis_of_one_name(tmp_path, monkeypatch):
+    import functools
+
+    import pi_backprop.service.mqtt as mqtt
+    config = _config(tmp_path)
+    ids = []
+    for machine in ("a" * 32, "b" * 32):
+        machine_id = tmp_path / f"machine-id-{machine[0]}"
+        machine_id.write_text(machine + "\n")
+        monkeypatch.setattr(mqtt, "device_id", functools.partial(messages.device_id, machine_id_file=machine_id))
+        ids.append(settings_from(config, "camera_cnn", "0.2.0").client_id)
+    assert ids[0] != ids[1] and all(i.startswith(f"pi-backprop-{messages.hostname_word()}-") for i in ids)
+
+
 def test_the_status_message_without_an_overview_or_metrics_is_still_valid_json():
     status = messages.status_payload("collecting", {}, None, 5.0)
     assert status == {"state": "collecting", "step": None, "loss": None, "val_accuracy": None, "samples": None,
@@ -122,7 +158,8 @@ def _config(tmp_path, **keys):
     ({"base_topic": "/pi"}, "no empty levels"),
     ({"discovery_prefix": "ha/+/x"}, "mqtt.discovery_prefix"),
     ({"password_file": "/nonexistent/pw", "username": "pi"}, "mqtt.password_file /nonexistent/pw cannot be read"),
-    ({"ca_file": "/nonexistent/ca.pem"}, "mqtt.ca_file /nonexistent/ca.pem cannot be read"),
+    ({"ca_file": "/nonexistent/ca.pem", "tls": True}, "mqtt.ca_file /nonexistent/ca.pem cannot be read"),
+    ({"ca_file": "/etc/hostname"}, "mqtt.ca_file is set but mqtt.tls is false"),
 ])
 def test_settings_that_will_not_do_are_one_line_errors(tmp_path, keys, words):
     with pytest.raises(ConfigError) as caught:

@@ -41,7 +41,8 @@ def _entities(topics: Topics, commands: bool) -> list[tuple[str, str, dict]]:
                                   "json_attributes_topic": topics.prediction,
                                   "json_attributes_template": "{{ value_json.confidences | tojson }}"}),
         ("sensor", "confidence", {"name": "Confidence", "state_topic": topics.prediction,
-                                  "value_template": "{{ (value_json.confidence * 100) | round(1) }}",
+                                  "value_template": "{{ (value_json.confidence * 100) | round(1) "
+                                                    "if value_json.confidence is number else None }}",
                                   "unit_of_measurement": "%", "state_class": "measurement",
                                   "icon": "mdi:gauge"}),
         ("sensor", "training_state", {"name": "Training state", "state_topic": topics.status,
@@ -69,7 +70,8 @@ def config_messages(prefix: str, topics: Topics, device: Device, *, commands: bo
     """``[(topic, payload)]``: one retained config message per entity."""
     messages = []
     for component, object_id, keys in _entities(topics, commands):
-        payload = {**keys, "unique_id": f"{device.id}_{object_id}", "object_id": f"{device.id}_{object_id}",
+        payload = {**keys, "unique_id": f"{device.id}_{object_id}",
+                   "default_entity_id": f"{component}.{device.id}_{object_id}",
                    "availability_topic": topics.availability, "payload_available": "online",
                    "payload_not_available": "offline", "device": device.as_config(),
                    "origin": {"name": "pi-backprop", "sw_version": device.version}}

@@ -24,6 +24,8 @@ RECONNECT = (1, 60)         # seconds: paho's back-off between reconnection trie
 MAX_QUEUED = 64             # messages paho may hold unsent (qos 1 on a slow link); more are dropped
 STATE_GAP = 1.0             # seconds: a status message for a state change waits at least this long
 OVERVIEW_SECONDS = 5.0      # how long a status message waits for the service's overview
+FLAPPING_SECONDS = 10.0     # connections dropped this soon, twice in a row: another client's id?
+CLOSE_SECONDS = 2.0         # what closing may wait for: the offline message, paho's thread
 
 
 @dataclasses.dataclass(frozen=True)
@@ -34,8 +36,7 @@ class Settings:
     port: int
     username: str | None
     password: str | None
-    tls: bool
-    ca_file: str | None
+    ssl_context: ssl.SSLContext | None     # None: no TLS
     client_id: str
     topics: messages.Topics
     discovery_prefix: str
@@ -61,6 +62,8 @@ class MqttLink:
         self._lock = threading.Lock()
         self._closing = threading.Event()
         self.connected = False
+        self.listening = threading.Event()   # set once the broker has acknowledged the subscriptions
+        self._unacknowledged = 0
         self._condition = None     # what the log said last about the connection
         self._resend = False       # once connected: the newest prediction and status again
         self.dropped = 0           # messages that fell due while the broker was away
@@ -68,21 +71,32 @@ class MqttLink:
         self._listener = None
         self._thread = None
         self._client = None
+        self._last_error = None    # of the last failed connection try
+        self._connected_at = 0.0
+        self._short_drops = 0      # connections in a row dropped within FLAPPING_SECONDS
 
     # -- the connection (paho's thread) -------------------------------------------------------
 
     def start(self) -> None:
         s = self.settings
         client = paho.new_client(s.client_id, on_connect=self._connected, on_disconnect=self._disconnected,
-                                 on_message=self._message)
-        client.on_connect_fail = lambda *args: self._say("unreachable", logging.WARNING,
-                                                         "cannot reach the broker at %s:%d; trying again with "
-                                                         "back-off", s.host, s.port)
+                                 on_message=self._message, on_subscribe=self._subscribed)
+        client.on_connect_fail = lambda *args: self._unreachable()
+        # paho tells on_connect_fail nothing of why: keep the error of the last try.
+        reconnect = client.reconnect
+
+        def reconnect_keeping_the_error():
+            try:
+                return reconnect()
+            except (OSError, ValueError) as error:
+                self._last_error = error
+                raise
+        client.reconnect = reconnect_keeping_the_error
         client.will_set(s.topics.availability, "offline", qos=1, retain=True)
         if s.username:
             client.username_pw_set(s.username, s.password)
-        if s.tls:
-            client.tls_set_context(ssl.create_default_context(cafile=s.ca_file))
+        if s.ssl_context is not None:
+            client.tls_set_context(s.ssl_context)
         client.reconnect_delay_set(*RECONNECT)
         client.max_queued_messages_set(MAX_QUEUED)
         self._client = client
@@ -101,8 +115,16 @@ class MqttLink:
             self._condition = condition
         _log.log(level, "mqtt: " + text, *args)
 
+    def _unreachable(self) -> None:
+        s, error = self.settings, self._last_error
+        why = (getattr(error, "strerror", None) or getattr(error, "reason", None) or str(error)) if error else None
+        self._say(f"unreachable: {why}", logging.WARNING, "cannot reach the broker at %s:%d%s; trying again with "
+                  "back-off", s.host, s.port, f" ({why})" if why else "")
+
     def _connected(self, ok: bool, why: str | None) -> None:
         s = self.settings
+        if self._closing.is_set():
+            return
         if not ok:
             hint = ("; check mqtt.username and mqtt.password_file" if why in ("bad user name or password",
                                                                                "not authorised") else "")
@@ -110,25 +132,50 @@ class MqttLink:
                       "trying again with back-off", s.host, s.port, why, hint)
             return
         client = self._client
-        if s.discovery_prefix:
-            client.subscribe(f"{s.discovery_prefix}/status", qos=1)
-        if s.commands:
-            client.subscribe(s.topics.command, qos=1)
+        topics = ([f"{s.discovery_prefix}/status"] if s.discovery_prefix else []) + \
+            ([s.topics.command] if s.commands else [])
+        with self._lock:
+            self._unacknowledged = 1 if topics else 0
+        if topics:
+            client.subscribe([(topic, 1) for topic in topics])
+        else:
+            self.listening.set()
         client.publish(s.topics.availability, "online", qos=1, retain=True)
         self._publish_discovery()
         with self._lock:
             self.connected, self._resend = True, True
             dropped, self.dropped = self.dropped, 0
-        self._say("connected", logging.INFO, "connected to %s:%d%s", s.host, s.port,
-                  f" ({dropped} messages dropped while it was away)" if dropped else "")
+            self._connected_at = time.monotonic()
+            flapping = self._condition == "flapping"
+        if not flapping:    # said once; the next loss after a steady connection says more
+            self._say("connected", logging.INFO, "connected to %s:%d%s", s.host, s.port,
+                      f" ({dropped} messages dropped while it was away)" if dropped else "")
+
+    def _subscribed(self) -> None:
+        with self._lock:
+            self._unacknowledged -= 1
+            done = self._unacknowledged <= 0
+        if done:
+            self.listening.set()
 
     def _disconnected(self, why: str | None) -> None:
+        s = self.settings
+        self.listening.clear()
         with self._lock:
             was, self.connected = self.connected, False
+            lasted = time.monotonic() - self._connected_at
         # After a refusal paho disconnects too: that is the refusal, said already.
-        if was and why is not None and not self._closing.is_set():
-            self._say("lost", logging.WARNING, "connection to %s:%d lost (%s); reconnecting",
-                      self.settings.host, self.settings.port, why)
+        if not was or why is None or self._closing.is_set():
+            return
+        with self._lock:
+            self._short_drops = self._short_drops + 1 if lasted < FLAPPING_SECONDS else 0
+            flapping = self._short_drops >= 2
+        if flapping:
+            self._say("flapping", logging.WARNING, "connection to %s:%d dropped %.1f s after it was made (%s): "
+                      "another client with client id %s? set mqtt.client_id; said once while it goes on",
+                      s.host, s.port, lasted, why, s.client_id)
+        else:
+            self._say("lost", logging.WARNING, "connection to %s:%d lost (%s); reconnecting", s.host, s.port, why)
 
     def _publish_discovery(self) -> None:
         s = self.settings
@@ -137,7 +184,7 @@ class MqttLink:
         for topic, payload in discovery.config_messages(s.discovery_prefix, s.topics, s.device, commands=s.commands):
             self._client.publish(topic, messages.encode(payload), qos=1, retain=True)
 
-    def _message(self, topic: str, payload: bytes) -> None:
+    def _message(self, topic: str, payload: bytes, retained: bool) -> None:
         s = self.settings
         if s.discovery_prefix and topic == f"{s.discovery_prefix}/status":
             if payload.strip() == b"online":      # Home Assistant (re)started: it forgot non-retained state
@@ -146,6 +193,9 @@ class MqttLink:
                 with self._lock:
                     self._resend = True
         elif s.commands and topic == s.topics.command:
+            if retained:    # left on the broker long ago: obeyed again at every reconnect otherwise
+                _log.warning("mqtt: a retained command on %s ignored (publish commands without retain)", topic)
+                return
             self._command(payload)
 
     def _command(self, payload: bytes) -> None:
@@ -173,6 +223,17 @@ class MqttLink:
     # -- events out (the publisher thread) -----------------------------------------------------
 
     def _publish_loop(self) -> None:
+        failed = None
+        while not self._closing.is_set():
+            try:
+                self._publish_until_closed()
+            except Exception as error:   # noqa: BLE001 - the service goes on; the messages should too
+                if str(error) != failed:
+                    _log.exception("mqtt: publishing failed (%s); going on", error)
+                failed = str(error)
+                time.sleep(1.0)
+
+    def _publish_until_closed(self) -> None:
         s = self.settings
         prediction = sent_prediction = None   # newest payload; the one last published
         last_prediction = last_status = -1e9  # monotonic times of the last messages
@@ -235,14 +296,18 @@ class MqttLink:
         client = self._client
         if client is None:
             return
-        if self.connected:
+        if client.is_connected():
             info = client.publish(self.settings.topics.availability, "offline", qos=1, retain=True)
             try:
-                info.wait_for_publish(timeout=2)
+                info.wait_for_publish(timeout=CLOSE_SECONDS)
             except (RuntimeError, ValueError):   # not sent: the will says offline all the same
                 pass
         client.disconnect()
-        client.loop_stop()
+        # paho's loop_stop waits for its thread without a limit (a TLS handshake with a silent
+        # broker holds it for the keepalive): wait a little, then leave the daemon thread be.
+        stopper = threading.Thread(target=client.loop_stop, name="mqtt stop", daemon=True)
+        stopper.start()
+        stopper.join(CLOSE_SECONDS)
 
 
 def _plain(value):

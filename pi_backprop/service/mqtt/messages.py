@@ -16,6 +16,7 @@ Under ``base`` (``mqtt.base_topic``, default ``pi-backprop/<hostname>``)::
 import dataclasses
 import hashlib
 import json
+import math
 import re
 import socket
 from pathlib import Path
@@ -81,9 +82,9 @@ def device_id(base_topic: str, machine_id_file: Path = Path("/etc/machine-id")) 
 
 def prediction_payload(data: dict, class_names) -> dict:
     """The prediction message for a ``prediction`` event's data."""
-    confidences = {name: round(float(p), 4) for name, p in zip(class_names, data["scores"])}
+    confidences = {name: _number(p, 4) for name, p in zip(class_names, data["scores"])}
     return {"label": "unsure" if data["unsure"] else data["class"], "class": data["class"],
-            "confidence": round(float(data["confidence"]), 4), "unsure": bool(data["unsure"]),
+            "confidence": _number(data["confidence"], 4), "unsure": bool(data["unsure"]),
             "confidences": confidences, "step": data["step"], "time": data["time"]}
 
 
@@ -98,8 +99,9 @@ def status_payload(state: str | None, metrics: dict, overview: dict | None, now:
             "paused": None if overview is None else bool(overview["paused"]), "time": now}
 
 
-def _number(value):
-    return None if value is None or value != value else round(float(value), 6)
+def _number(value, digits=6):
+    """A finite number rounded, or None (JSON has no NaN: diverged weights give one)."""
+    return None if value is None or not math.isfinite(value) else round(float(value), digits)
 
 
 def encode(payload: dict) -> bytes:
@@ -129,7 +131,7 @@ def parse_command(payload: bytes) -> tuple[str, dict]:
     else:
         body = {"command": text}
     name = body.get("command")
-    if name not in COMMANDS:
+    if not isinstance(name, str) or name not in COMMANDS:
         raise CommandError(f"unknown command {name!r}; known: {', '.join(COMMANDS)}")
     unknown = sorted(set(body) - {"command", "class", "seconds"})
     if unknown:

@@ -4,10 +4,13 @@
 
 The callbacks get plain values whichever paho is installed: ``on_connect(ok, why)`` (``why``
 a sentence: "not authorised", ...), ``on_disconnect(why)`` (None when we asked for it),
-``on_message(topic, payload bytes)``.
+``on_message(topic, payload bytes, retained)``. A callback that raises is logged, never
+passed on: paho would end its network thread for it.
 """
 
+import functools
 import importlib
+import logging
 
 from ...exc import ConfigError
 
@@ -30,9 +33,11 @@ def version() -> str:
     return getattr(importlib.import_module("paho.mqtt"), "__version__", "?")
 
 
-def new_client(client_id: str, *, on_connect, on_disconnect, on_message):
-    """A paho ``Client`` (MQTT 3.1.1, clean session) with the callbacks adapted as above."""
+def new_client(client_id: str, *, on_connect, on_disconnect, on_message, on_subscribe=None):
+    """A paho ``Client`` (MQTT 3.1.1, clean session) with the callbacks adapted as above;
+    ``on_subscribe()`` when the broker has acknowledged a subscription."""
     mqtt = import_paho()
+    on_connect, on_disconnect, on_message = (_logged(f) for f in (on_connect, on_disconnect, on_message))
     api = getattr(mqtt, "CallbackAPIVersion", None)
     if api is not None:    # paho 2.x
         client = mqtt.Client(callback_api_version=api.VERSION2, client_id=client_id, clean_session=True,
@@ -43,8 +48,23 @@ def new_client(client_id: str, *, on_connect, on_disconnect, on_message):
         client = mqtt.Client(client_id=client_id, clean_session=True, protocol=mqtt.MQTTv311)
         client.on_connect = lambda c, u, flags, rc: on_connect(*_outcome(rc))
         client.on_disconnect = lambda c, u, rc: on_disconnect(None if rc == 0 else mqtt.error_string(rc))
-    client.on_message = lambda c, u, message: on_message(message.topic, bytes(message.payload))
+    client.on_message = lambda c, u, message: on_message(message.topic, bytes(message.payload), bool(message.retain))
+    if on_subscribe is not None:
+        subscribed = _logged(on_subscribe)
+        client.on_subscribe = lambda *args: subscribed()
+    client.suppress_exceptions = True
     return client
+
+
+def _logged(callback):
+    @functools.wraps(callback)
+    def guarded(*args):
+        try:
+            return callback(*args)
+        except Exception:   # noqa: BLE001 - the connection must outlive one bad message
+            logging.getLogger("pi_backprop.service.mqtt").exception("mqtt: a callback failed (%s)",
+                                                                     getattr(callback, "__name__", callback))
+    return guarded
 
 
 def _code(reason) -> int:
