@@ -25,7 +25,8 @@ DEADLINE = 30.0
 
 def require_mosquitto():
     if not Path(MOSQUITTO).exists() or not Path(MOSQUITTO_PASSWD).exists():
-        pytest.skip("the MQTT tests need Debian's Mosquitto broker (sudo apt-get install mosquitto)")
+        pytest.skip("the MQTT tests need Debian's Mosquitto broker (sudo apt-get install mosquitto)",
+                    allow_module_level=True)
     pytest.importorskip("paho.mqtt.client", reason="the MQTT tests need paho-mqtt (pip install 'pi-backprop[mqtt]')")
 
 
