@@ -3,7 +3,7 @@ to run elsewhere, or as plain npz arrays readable with numpy alone."""
 
 import argparse
 
-from ..export import OPSET_TEXT, export, format_of
+from ..export import OPSET_TEXT, check_destination, export, format_of
 from ..training.inference import load_newest
 from .evaluate import add_location_arguments
 
@@ -28,6 +28,7 @@ def add_arguments(parser):
 def run(args) -> int:
     fmt = format_of(args.out, args.format)
     loaded = load_newest(args.state_dir, args.checkpoint)
+    check_destination(args.out, loaded.info.path)
     path = export(loaded, args.out, fmt)
     what = "ONNX model, input 'input', outputs 'scores' and 'confidences'" if fmt == "onnx" else \
         "npz arrays with the definition as JSON"

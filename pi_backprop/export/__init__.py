@@ -20,12 +20,25 @@ OPSET_TEXT = "ONNX opset 13"       # onnx_model.OPSET, without importing onnx fo
 
 def format_of(path: Path, asked: str | None) -> str:
     """The format asked for, or the one the file name ends in (onnx when it says neither)."""
+    suffix = Path(path).suffix.lower().lstrip(".")
     if asked is not None:
         if asked not in FORMATS:
             raise ConfigError(f"--format must be one of {', '.join(FORMATS)}, got {asked!r}")
+        if suffix in FORMATS and suffix != asked:
+            raise ConfigError(f"{path} ends in .{suffix} but --format is {asked}: a reader that goes by the "
+                              f"name would fail on it; name it .{asked}, or leave --format out")
         return asked
-    suffix = Path(path).suffix.lower().lstrip(".")
     return suffix if suffix in FORMATS else "onnx"
+
+
+def check_destination(out: Path, checkpoint: Path) -> None:
+    """Refuse to write over the checkpoint exported, or into its folder (the service would
+    take a file there for a checkpoint): a one-line ConfigError."""
+    out, checkpoint = Path(out).resolve(), Path(checkpoint).resolve()
+    if out == checkpoint or out.parent == checkpoint.parent or out.name.startswith("ckpt-"):
+        raise ConfigError(f"{out} is {'the checkpoint itself' if out == checkpoint else 'in the checkpoint folder'}"
+                          f"{' or named like a checkpoint' if out.name.startswith('ckpt-') else ''}: "
+                          "write the export somewhere else")
 
 
 def export(loaded, out: Path, fmt: str = "onnx") -> Path:

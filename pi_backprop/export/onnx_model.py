@@ -2,10 +2,11 @@
 
 Input ``input``: float32 (N, C, H, W) for an image model, (N, features) otherwise, N free;
 exactly the model's input (cropped, resized, grey, scaled to [0, 1] as the camera pipeline
-makes it). Outputs ``scores``: the last layer's outputs (N, classes); ``confidences``: what
-``pi-backprop predict`` calls confidence, Softmax of the scores for a cross-entropy model,
-the scores clipped to [0, 1] for an MSE (sigmoid) model. Metadata: ``classes`` (JSON list),
-``definition`` (the model definition as JSON), ``pi_backprop_version``, ``checkpoint_step``.
+makes it); weights float32 whatever the checkpoint's dtype. Outputs ``scores``: the last
+layer's outputs (N, classes); ``confidences``: what ``pi-backprop predict`` calls
+confidence, Softmax of the scores for a cross-entropy model, the scores clipped to [0, 1]
+for an MSE (sigmoid) model. Metadata: ``classes`` (JSON list), ``definition`` (the model
+definition as JSON), ``pi_backprop_version``, ``checkpoint_step``.
 
 Layer by layer: Dense → Gemm (W is (in, out), so no transpose), Conv2D → Conv (symmetric
 pads), MaxPool2D → MaxPool, AvgPool2D → AveragePool, GlobalAvgPool2D → GlobalAveragePool +
@@ -27,7 +28,7 @@ INSTALL_HINT = "pip install 'pi-backprop[export]'"
 def import_onnx():
     try:
         import onnx
-    except ImportError as error:
+    except Exception as error:   # noqa: BLE001 - missing, or broken (its protobuf): one line either way
         raise ConfigError(f"ONNX export needs the onnx package ({error}): {INSTALL_HINT}") from None
     return onnx
 
@@ -99,7 +100,11 @@ def model_proto(loaded):
     helper.set_model_props(model, {"classes": json.dumps(list(definition.classes)),
                                    "definition": json.dumps(definition.to_dict()),
                                    "pi_backprop_version": __version__, "checkpoint_step": str(loaded.info.step)})
-    onnx.checker.check_model(model, full_check=True)
+    try:
+        onnx.checker.check_model(model, full_check=True)
+    except Exception as error:   # noqa: BLE001 - a bug of ours, said in one line with what to send
+        raise ConfigError(f"the ONNX model of {definition.name} fails onnx's checker ({error}); "
+                          "please report it with the model definition") from None
     return model
 
 

@@ -38,13 +38,13 @@ MSE = {"name": "mse_sigmoid", "input_shape": [7], "classes": ["p", "q", "r", "s"
                   {"type": "sigmoid"}]}
 
 
-def trained_checkpoint(definition, folder, steps=12):
+def trained_checkpoint(definition, folder, steps=12, dtype=np.float32):
     """A checkpoint of ``definition`` after a few steps on random data (weights off their start)."""
     rng = np.random.default_rng(3)
     x = rng.random((48, *definition.input_shape), dtype=np.float32)
     y = rng.integers(len(definition.classes), size=48)
-    dataset = Dataset.from_arrays(x, y, definition, source="random")
-    with Trainer(definition, dataset, folder, lr=0.01, seed=1, batch_size=8) as trainer:
+    dataset = Dataset.from_arrays(x, y, definition, source="random", dtype=dtype)
+    with Trainer(definition, dataset, folder, lr=0.01, seed=1, batch_size=8, dtype=dtype) as trainer:
         trainer.run(steps)
         trainer.save_checkpoint()
     return load_newest(checkpoint=folder)
@@ -83,6 +83,20 @@ def test_onnxruntime_agrees_with_our_predictions(tmp_path, make):
         list(definition.input_shape)
 
 
+def test_a_float64_run_exports_float32_onnx_and_keeps_float64_in_the_npz(tmp_path):
+    definition = ModelDefinition.from_dict(ODD)
+    loaded = trained_checkpoint(definition, tmp_path / "checkpoints", dtype=np.float64)
+    assert loaded.model.dtype == np.float64
+    x = np.random.default_rng(4).random((3, *definition.input_shape), dtype=np.float32)
+    _, scores, _ = run_onnx(export(loaded, tmp_path / "m.onnx"), x)
+    np.testing.assert_allclose(scores, loaded.outputs(x), rtol=1e-5, atol=1e-5)
+    empty = run_onnx(tmp_path / "m.onnx", x[:0])[1]
+    assert empty.shape == (0, len(definition.classes))
+    with np.load(export(loaded, tmp_path / "w.npz", "npz"), allow_pickle=False) as data:
+        assert str(data["dtype"]) == "float64" and data["layer0.W"].dtype == np.float64
+        np.testing.assert_array_equal(data["layer0.W"], loaded.model.layers[0].params["W"])
+
+
 def test_the_npz_is_the_weights_and_the_definition_for_numpy_alone(tmp_path):
     definition = ModelDefinition.from_dict(ODD)
     loaded = trained_checkpoint(definition, tmp_path / "checkpoints")
@@ -93,7 +107,7 @@ def test_the_npz_is_the_weights_and_the_definition_for_numpy_alone(tmp_path):
         for index, layer in enumerate(loaded.model.layers):
             for key, value in layer.params.items():
                 np.testing.assert_array_equal(data[f"layer{index}.{key}"], value)
-                assert data[f"layer{index}.{key}"].dtype == np.float32
+                assert data[f"layer{index}.{key}"].dtype == np.float32 and str(data["dtype"]) == "float32"
         keys = {k for k in data.files if k.startswith("layer")}
     assert keys == {f"layer{i}.{k}" for i, layer in enumerate(loaded.model.layers) for k in layer.params}
 
@@ -110,11 +124,25 @@ def test_a_layer_without_an_onnx_form_is_one_line_naming_it(tmp_path):
     assert "layer 1 (Swish) has no ONNX form" in str(caught.value) and not (tmp_path / "model.onnx").exists()
 
 
-def test_format_follows_the_suffix_unless_asked():
+def test_format_follows_the_suffix_and_may_not_contradict_it():
     assert format_of("m.onnx", None) == "onnx" and format_of("w.NPZ", None) == "npz"
-    assert format_of("model", None) == "onnx" and format_of("w.npz", "onnx") == "onnx"
+    assert format_of("model", None) == "onnx" and format_of("model", "npz") == "npz"
     with pytest.raises(ConfigError, match="--format must be one of onnx, npz"):
         format_of("m.onnx", "tflite")
+    with pytest.raises(ConfigError, match="ends in .npz but --format is onnx"):
+        format_of("w.npz", "onnx")
+
+
+def test_the_export_never_goes_over_or_beside_the_checkpoints(tmp_path):
+    loaded = trained_checkpoint(ModelDefinition.from_dict(MSE), tmp_path / "checkpoints")
+    before = loaded.info.path.read_bytes()
+    for out in (loaded.info.path, tmp_path / "checkpoints" / "model.onnx", tmp_path / "ckpt-99999999.npz"):
+        run = subprocess.run([sys.executable, "-m", "pi_backprop", "export", "--checkpoint", str(loaded.info.path),
+                              "--format", "npz" if out.suffix == ".npz" else "onnx", str(out)],
+                             capture_output=True, text=True, timeout=120)
+        assert run.returncode == 2 and run.stderr.count("\n") == 1 and "write the export somewhere else" in \
+            run.stderr, run.stderr
+    assert loaded.info.path.read_bytes() == before and not (tmp_path / "checkpoints" / "model.onnx").exists()
 
 
 def test_the_command_writes_the_newest_checkpoint_and_says_what(tmp_path):
