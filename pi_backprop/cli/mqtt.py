@@ -12,6 +12,7 @@ from .. import __version__
 from ..exc import ConfigError, HardwareError
 from ..service import mqtt
 from ..service.mqtt import discovery, paho
+from ..service.mqtt.link import authenticate
 from .web import add_service_arguments, service_config
 
 EXAMPLES = """examples:
@@ -41,10 +42,7 @@ def _connected_client(settings):
         answered.set()
     client = paho.new_client(f"{settings.client_id}-cli", on_connect=on_connect, on_disconnect=lambda why: None,
                              on_message=lambda topic, payload, retained: None)
-    if settings.username:
-        client.username_pw_set(settings.username, settings.password)
-    if settings.ssl_context is not None:
-        client.tls_set_context(settings.ssl_context)
+    authenticate(client, settings)
     where = f"{settings.host}:{settings.port}"
     try:
         client.connect(settings.host, settings.port, keepalive=30)

@@ -43,7 +43,8 @@ class SimulatedOperator:
     person at the web page would.
 
     ``label()`` is the label it means for the capture just made (None when not ``enabled``).
-    It steps aside while a real person labels (``person()``: the class they hold, or None),
+    It steps aside while a real person labels (``person()``: the class they hold, or None;
+    ``Labelling.ruling_class``),
     and while not ``enabled`` (``labels.simulated`` turned off live): then ``when_off()`` is
     called before each capture instead (``follow_labels``), or the source shows random classes.
     """
@@ -114,15 +115,6 @@ def follow_labels(source, labelling):
     def before():
         source.show(labelling.peek())
     return before
-
-
-def person_labelling(labelling):
-    """A ``person`` for ``SimulatedOperator``: the one class held through commands by anyone
-    but the operator (the web page, MQTT), or None."""
-    def person():
-        held = {label for source, label in labelling.held().items() if source != SimulatedOperator.SOURCE}
-        return held.pop() if len(held) == 1 else None
-    return person
 
 
 class Capture:

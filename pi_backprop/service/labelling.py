@@ -83,15 +83,19 @@ class Labelling:
         return held.pop() if len(held) == 1 else None
 
     def _held_classes(self) -> set:
-        with self._lock:
-            now = self._clock()
-            self._holds = {s: (c, end) for s, (c, end) in self._holds.items() if end is None or end > now}
-            ruling = {s: c for s, (c, _) in self._holds.items() if s not in self._yielding}
-            held = set((ruling or {s: c for s, (c, _) in self._holds.items()}).values())
-        return held | {c for c in (read() for read in self._levels) if c is not None}
+        holds = self.held()
+        ruling = {s: c for s, c in holds.items() if s not in self._yielding}
+        return set((ruling or holds).values()) | {c for c in (read() for read in self._levels) if c is not None}
+
+    def ruling_class(self) -> int | None:
+        """The one class held by commands from sources that do not yield (a person at the
+        page, MQTT), or None: what a yielding source (the simulated operator) gives way to."""
+        ruling = {c for s, c in self.held().items() if s not in self._yielding}
+        return ruling.pop() if len(ruling) == 1 else None
 
     def held(self) -> dict:
-        """``{source: class index}`` of the commanded holds in force now."""
+        """``{source: class index}`` of the commanded holds in force now (ended ones dropped)."""
         now = self._clock()
         with self._lock:
-            return {s: c for s, (c, end) in self._holds.items() if end is None or end > now}
+            self._holds = {s: (c, end) for s, (c, end) in self._holds.items() if end is None or end > now}
+            return {s: c for s, (c, _) in self._holds.items()}

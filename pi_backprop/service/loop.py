@@ -47,7 +47,6 @@ from .capture import (
     check_pins_for_classes,
     follow_labels,
     open_source,
-    person_labelling,
 )
 from .commands import Command, Commands
 from .config import NO_PIN, Config, augment_for_model, diff_live, load_config
@@ -215,7 +214,7 @@ class Service:
             self.operator = SimulatedOperator(simulated, len(definition.classes), buttons=buttons,
                                               button_pins=button_pins, seed=config.model.seed,
                                               commands=self.commands, when_off=follow,
-                                              person=person_labelling(self.labelling))
+                                              person=self.labelling.ruling_class)
             self._stack.callback(self.operator.close)
         self.reporter = PredictionReporter(definition.classes, jsonl=config.predict.jsonl,
                                            max_bytes=config.predict.jsonl_max_bytes,

@@ -63,8 +63,9 @@ def test_peek_tells_the_label_to_come_without_using_it_up(caplog):
 def test_a_yielding_source_gives_way_to_any_other_hold(caplog):
     labelling = Labelling(CLASSES, yielding=("simulated operator",))
     labelling.start(0, "simulated operator")
-    assert labelling.take() == 0
+    assert labelling.take() == 0 and labelling.ruling_class() is None   # the operator alone rules nothing
     labelling.start(2, "web")
+    assert labelling.ruling_class() == 2
     with caplog.at_level(logging.WARNING, logger="pi_backprop"):
         assert labelling.take() == 2 and labelling.peek() == 2   # no conflict: the person's hold rules
     assert "held together" not in caplog.text

@@ -115,7 +115,7 @@ def test_the_status_message_without_an_overview_or_metrics_is_still_valid_json()
 
 @pytest.mark.parametrize("commands", [False, True])
 def test_discovery_payloads_use_only_home_assistants_documented_keys(commands):
-    topics = Topics("pi-backprop/garage")
+    topics = Topics.under("pi-backprop/garage")
     device = discovery.Device("pi_backprop_0123456789ab", "pi-backprop garage", "camera_cnn", "0.2.0")
     sent = discovery.config_messages("homeassistant", topics, device, commands=commands)
     assert len(sent) == (6 if commands else 4)

@@ -48,7 +48,7 @@ def settings_from(config, model_name: str, version: str, current=None) -> Settin
     return Settings(host=m.host, port=m.port or (8883 if m.tls else 1883), username=m.username or None,
                     password=password, ssl_context=tls_context(m.ca_file) if m.tls else None,
                     # the device id keeps two Pis of one name from taking each other's connection
-                    client_id=m.client_id or f"pi-backprop-{host}-{identity[-6:]}", topics=Topics(base),
+                    client_id=m.client_id or f"pi-backprop-{host}-{identity[-6:]}", topics=Topics.under(base),
                     discovery_prefix=prefix, device=Device(identity, f"pi-backprop {host}", model_name, version),
                     qos=m.qos, commands=m.commands, min_interval=lambda: current().mqtt.min_interval,
                     status_interval=lambda: current().mqtt.status_interval)

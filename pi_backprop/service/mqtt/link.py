@@ -47,6 +47,14 @@ class Settings:
     status_interval: Callable[[], float]
 
 
+def authenticate(client, settings: Settings) -> None:
+    """Give a paho client the user name, password and TLS context of ``settings``."""
+    if settings.username:
+        client.username_pw_set(settings.username, settings.password)
+    if settings.ssl_context is not None:
+        client.tls_set_context(settings.ssl_context)
+
+
 class MqttLink:
     """``start()`` connects in the background and returns at once; ``close()`` says offline
     and disconnects.
@@ -93,10 +101,7 @@ class MqttLink:
                 raise
         client.reconnect = reconnect_keeping_the_error
         client.will_set(s.topics.availability, "offline", qos=1, retain=True)
-        if s.username:
-            client.username_pw_set(s.username, s.password)
-        if s.ssl_context is not None:
-            client.tls_set_context(s.ssl_context)
+        authenticate(client, s)
         client.reconnect_delay_set(*RECONNECT)
         client.max_queued_messages_set(MAX_QUEUED)
         self._client = client
@@ -235,14 +240,14 @@ class MqttLink:
 
     def _publish_until_closed(self) -> None:
         s = self.settings
-        prediction = sent_prediction = None   # newest payload; the one last published
+        prediction = sent_prediction = None   # the newest prediction event's data; the one last published
         last_prediction = last_status = -1e9  # monotonic times of the last messages
         state, metrics, state_changed = None, {}, False
         while not self._closing.is_set():
             event = self._listener.get(timeout=0.2)
             if event is not None:
                 if event.kind == "prediction":
-                    prediction = messages.prediction_payload(event.data, self.class_names)
+                    prediction = event.data     # made into a message only when one is sent
                 elif event.kind == "state":
                     state, state_changed = event.data["state"], True
                 elif event.kind == "metrics":
@@ -258,9 +263,10 @@ class MqttLink:
             fresh = prediction is not None and prediction is not sent_prediction
             if fresh and now - last_prediction >= s.min_interval():
                 # At once for another label; the same label's new confidence at the status pace.
-                if (sent_prediction is None or prediction["label"] != sent_prediction["label"]
+                if (sent_prediction is None or messages.label_of(prediction) != messages.label_of(sent_prediction)
                         or now - last_prediction >= s.status_interval()):
-                    if self._send(connected, s.topics.prediction, prediction):
+                    payload = messages.prediction_payload(prediction, self.class_names)
+                    if self._send(connected, s.topics.prediction, payload):
                         sent_prediction = prediction
                     last_prediction = now
             if now - last_status >= s.status_interval() or (state_changed and now - last_status >= STATE_GAP):

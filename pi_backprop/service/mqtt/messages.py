@@ -33,27 +33,19 @@ _TOPIC_WORD = re.compile(r"[^A-Za-z0-9_-]+")
 
 @dataclasses.dataclass(frozen=True)
 class Topics:
+    """The topics under ``base`` (see the module's docstring): ``Topics.under(base)``."""
+
     base: str
+    availability: str
+    prediction: str
+    status: str
+    command: str
+    command_result: str
 
-    @property
-    def availability(self) -> str:
-        return f"{self.base}/availability"
-
-    @property
-    def prediction(self) -> str:
-        return f"{self.base}/prediction"
-
-    @property
-    def status(self) -> str:
-        return f"{self.base}/status"
-
-    @property
-    def command(self) -> str:
-        return f"{self.base}/command"
-
-    @property
-    def command_result(self) -> str:
-        return f"{self.base}/command/result"
+    @classmethod
+    def under(cls, base: str) -> "Topics":
+        leaves = ("availability", "prediction", "status", "command", "command/result")
+        return cls(base, *(f"{base}/{leaf}" for leaf in leaves))
 
 
 def hostname_word() -> str:
@@ -80,10 +72,15 @@ def device_id(base_topic: str, machine_id_file: Path = Path("/etc/machine-id")) 
     return f"pi_backprop_{digest[:12]}"
 
 
+def label_of(data: dict) -> str:
+    """What a ``prediction`` event's data says, as Home Assistant shows it: a class or "unsure"."""
+    return "unsure" if data["unsure"] else data["class"]
+
+
 def prediction_payload(data: dict, class_names) -> dict:
     """The prediction message for a ``prediction`` event's data."""
     confidences = {name: _number(p, 4) for name, p in zip(class_names, data["scores"])}
-    return {"label": "unsure" if data["unsure"] else data["class"], "class": data["class"],
+    return {"label": label_of(data), "class": data["class"],
             "confidence": _number(data["confidence"], 4), "unsure": bool(data["unsure"]),
             "confidences": confidences, "step": data["step"], "time": data["time"]}
 
